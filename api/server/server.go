@@ -1,0 +1,65 @@
+// Package server serves the agent's gRPC API on a unix socket.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"google.golang.org/grpc"
+
+	apiv1 "routeagent.io/route-agent/api/v1"
+)
+
+// Listen creates the unix socket at path with mode 0600: the API shows
+// peers' addresses and, later, lets operators change state, so only root
+// (and whoever root lets into the directory) may use it. A socket file left
+// by an agent that died is replaced; one that still answers is an error.
+func Listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("creating socket directory: %w", err)
+	}
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("socket %s is in use: is another route-agent running?", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("removing stale socket: %w", err)
+	}
+	// The umask closes the window between bind and chmod.
+	old := syscall.Umask(0o177)
+	l, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("setting mode of %s: %w", path, err)
+	}
+	return l, nil
+}
+
+// Serve serves impl on l until ctx ends, then stops gracefully.
+func Serve(ctx context.Context, l net.Listener, impl apiv1.AgentServer) error {
+	s := grpc.NewServer()
+	apiv1.RegisterAgentServer(s, impl)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			s.GracefulStop()
+		case <-done:
+		}
+	}()
+	err := s.Serve(l)
+	close(done)
+	if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("serving api: %w", err)
+	}
+	return nil
+}

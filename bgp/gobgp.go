@@ -1,0 +1,130 @@
+package bgp
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+
+	api "github.com/osrg/gobgp/v3/api"
+	gobgplog "github.com/osrg/gobgp/v3/pkg/log"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// This file wraps GoBGP's Any-typed API once, so the rest of the package
+// speaks in netip values.
+
+func familyOf(a netip.Addr) *api.Family {
+	if a.Is4() {
+		return &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
+	}
+	return &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}
+}
+
+// familyName prints a family as cilium-dbg does ("ipv4/unicast").
+func familyName(f *api.Family) string {
+	afi := map[api.Family_Afi]string{api.Family_AFI_IP: "ipv4", api.Family_AFI_IP6: "ipv6"}[f.GetAfi()]
+	if afi == "" {
+		afi = f.GetAfi().String()
+	}
+	if f.GetSafi() == api.Family_SAFI_UNICAST {
+		return afi + "/unicast"
+	}
+	return afi + "/" + f.GetSafi().String()
+}
+
+func mustAny(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil { // only fails for unregistered message types, a programming error
+		panic(fmt.Sprintf("wrapping %T: %v", m, err))
+	}
+	return a
+}
+
+// apiPath builds the GoBGP path that advertises prefix with nexthop, origin IGP.
+func apiPath(p Path) *api.Path {
+	fam := familyOf(p.Prefix.Addr())
+	nlri := mustAny(&api.IPAddressPrefix{Prefix: p.Prefix.Addr().String(), PrefixLen: uint32(p.Prefix.Bits())})
+	attrs := []*anypb.Any{mustAny(&api.OriginAttribute{Origin: 0})}
+	if p.Prefix.Addr().Is4() && p.NextHop.Is4() {
+		attrs = append(attrs, mustAny(&api.NextHopAttribute{NextHop: p.NextHop.String()}))
+	} else {
+		attrs = append(attrs, mustAny(&api.MpReachNLRIAttribute{Family: fam, NextHops: []string{p.NextHop.String()}, Nlris: []*anypb.Any{nlri}}))
+	}
+	return &api.Path{Family: fam, Nlri: nlri, Pattrs: attrs}
+}
+
+func apiPeer(p Peer) *api.Peer {
+	ap := &api.Peer{
+		Conf: &api.PeerConf{
+			NeighborAddress: p.Address.String(),
+			PeerAsn:         p.ASN,
+			LocalAsn:        p.LocalASN,
+			AuthPassword:    p.Password,
+		},
+		Timers: &api.Timers{Config: &api.TimersConfig{
+			ConnectRetry:      uint64(connectRetry.Seconds()),
+			HoldTime:          uint64(p.HoldTime.Seconds()),
+			KeepaliveInterval: uint64(p.KeepaliveTime.Seconds()),
+		}},
+		Transport: &api.Transport{RemotePort: uint32(p.Port)},
+		AfiSafis:  []*api.AfiSafi{{Config: &api.AfiSafiConfig{Family: familyOf(p.Address), Enabled: true}}},
+	}
+	if p.SourceAddress.IsValid() {
+		ap.Transport.LocalAddress = p.SourceAddress.String()
+	}
+	if p.EBGPMultihop {
+		ap.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: 255}
+	}
+	return ap
+}
+
+// sessionStateName prints a session state as FRR and cilium-dbg do.
+func sessionStateName(s api.PeerState_SessionState) string {
+	switch s {
+	case api.PeerState_IDLE:
+		return "idle"
+	case api.PeerState_CONNECT:
+		return "connect"
+	case api.PeerState_ACTIVE:
+		return "active"
+	case api.PeerState_OPENSENT:
+		return "opensent"
+	case api.PeerState_OPENCONFIRM:
+		return "openconfirm"
+	case api.PeerState_ESTABLISHED:
+		return "established"
+	}
+	return "unknown"
+}
+
+// slogAdapter sends GoBGP's logs to slog. GoBGP logs a lot at debug level,
+// so its level follows the agent's.
+type slogAdapter struct{ l *slog.Logger }
+
+func (a slogAdapter) attrs(f gobgplog.Fields) []any {
+	out := make([]any, 0, 2*len(f)+2)
+	out = append(out, "component", "gobgp")
+	for k, v := range f {
+		out = append(out, k, v)
+	}
+	return out
+}
+
+func (a slogAdapter) Panic(msg string, f gobgplog.Fields) {
+	a.l.Error(msg, a.attrs(f)...)
+	panic(msg)
+}
+func (a slogAdapter) Fatal(msg string, f gobgplog.Fields) { a.l.Error(msg, a.attrs(f)...) }
+func (a slogAdapter) Error(msg string, f gobgplog.Fields) { a.l.Error(msg, a.attrs(f)...) }
+func (a slogAdapter) Warn(msg string, f gobgplog.Fields)  { a.l.Warn(msg, a.attrs(f)...) }
+func (a slogAdapter) Info(msg string, f gobgplog.Fields)  { a.l.Info(msg, a.attrs(f)...) }
+func (a slogAdapter) Debug(msg string, f gobgplog.Fields) { a.l.Debug(msg, a.attrs(f)...) }
+func (a slogAdapter) SetLevel(gobgplog.LogLevel)          {}
+func (a slogAdapter) GetLevel() gobgplog.LogLevel {
+	if a.l.Enabled(context.Background(), slog.LevelDebug) {
+		return gobgplog.DebugLevel
+	}
+	return gobgplog.InfoLevel
+}

@@ -1,0 +1,124 @@
+// Package bgp decides which BGP sessions this node holds and which paths it
+// advertises (Plan), and makes the embedded GoBGP speaker match (Speaker).
+package bgp
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"routeagent.io/route-agent/cluster"
+)
+
+// Desired is the BGP state one node should have. The zero value means no
+// BGP at all: the speaker is stopped.
+type Desired struct {
+	Global Global
+	// Peers sorted by address.
+	Peers []Peer
+	// Paths sorted by prefix.
+	Paths []Path
+}
+
+// Global is the speaker-wide configuration. Changing it restarts the speaker.
+type Global struct {
+	ASN      uint32
+	RouterID netip.Addr
+}
+
+// Peer is one session. It is comparable: a changed field means the session
+// is re-created.
+type Peer struct {
+	Address netip.Addr
+	Port    uint16
+	ASN     uint32
+	// LocalASN is the ASN this node presents to the peer (the config's my-asn).
+	LocalASN      uint32
+	HoldTime      time.Duration
+	KeepaliveTime time.Duration
+	// SourceAddress is the local address of the session; zero lets the kernel
+	// choose.
+	SourceAddress netip.Addr
+	Password      string
+	EBGPMultihop  bool
+}
+
+// Path is one advertised prefix.
+type Path struct {
+	Prefix  netip.Prefix
+	NextHop netip.Addr
+}
+
+// Plan computes the desired BGP state of the snapshot's node. It returns
+// warnings for problems that do not stop the plan. It does no I/O.
+func Plan(s *cluster.Snapshot) (Desired, []string) {
+	var d Desired
+	var warnings []string
+	if s.Self == nil || s.BGP.Config == nil {
+		return d, nil
+	}
+	self := s.Self
+
+	seen := map[netip.Addr]int{}
+	var routerID netip.Addr
+	for _, p := range s.BGP.Config.Peers {
+		if !p.MatchesNode(self.Labels) {
+			continue
+		}
+		if first, dup := seen[p.Address]; dup {
+			warnings = append(warnings, fmt.Sprintf("peers[%d] and peers[%d] both select this node with peer-address %s; using peers[%d]",
+				first, p.Index, p.Address, first))
+			continue
+		}
+		seen[p.Address] = p.Index
+		if d.Global.ASN == 0 {
+			d.Global.ASN = p.MyASN
+		}
+		if p.RouterID.IsValid() {
+			if !routerID.IsValid() {
+				routerID = p.RouterID
+			} else if routerID != p.RouterID {
+				warnings = append(warnings, fmt.Sprintf("peers[%d].router-id %s differs from the router-id %s already chosen; one speaker has one router-id, keeping %s",
+					p.Index, p.RouterID, routerID, routerID))
+			}
+		}
+		d.Peers = append(d.Peers, Peer{
+			Address:       p.Address,
+			Port:          p.Port,
+			ASN:           p.ASN,
+			LocalASN:      p.MyASN,
+			HoldTime:      p.HoldTime,
+			KeepaliveTime: p.KeepaliveTime,
+			SourceAddress: p.SourceAddress,
+			Password:      p.Password,
+			EBGPMultihop:  p.EBGPMultihop,
+		})
+	}
+	if len(d.Peers) == 0 {
+		return Desired{}, warnings
+	}
+	if !routerID.IsValid() {
+		routerID, _ = self.InternalIP(false)
+	}
+	if !routerID.IsValid() {
+		warnings = append(warnings, fmt.Sprintf("node %s has no IPv4 InternalIP and no selected peer sets router-id; BGP stays down", self.Name))
+		return Desired{}, warnings
+	}
+	d.Global.RouterID = routerID
+
+	for _, c := range self.PodCIDRs {
+		nh, ok := self.InternalIP(c.Addr().Is6())
+		if !ok {
+			warnings = append(warnings, fmt.Sprintf("pod CIDR %s not advertised: node %s has no InternalIP of its family", c, self.Name))
+			continue
+		}
+		d.Paths = append(d.Paths, Path{Prefix: c, NextHop: nh})
+	}
+	slices.SortFunc(d.Peers, func(a, b Peer) int { return a.Address.Compare(b.Address) })
+	slices.SortFunc(d.Paths, func(a, b Path) int {
+		return cmp.Or(a.Prefix.Addr().Compare(b.Prefix.Addr()), cmp.Compare(a.Prefix.Bits(), b.Prefix.Bits()))
+	})
+	return d, warnings
+}

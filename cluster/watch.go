@@ -1,0 +1,203 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+
+	bgpconfig "routeagent.io/route-agent/bgp/config"
+)
+
+// BGPConfigKey is the ConfigMap key holding the bgp-config YAML, as in MetalLB.
+const BGPConfigKey = "config.yaml"
+
+// WatchOptions says what to watch.
+type WatchOptions struct {
+	Client   kubernetes.Interface
+	NodeName string
+	// BGPConfig is the namespace and name of the bgp-config ConfigMap.
+	BGPConfig types.NamespacedName
+	// Resync is the informers' resync period; zero disables it.
+	Resync time.Duration
+	Logger *slog.Logger
+}
+
+// Watch runs informers for Nodes and the bgp-config ConfigMap and calls
+// publish with a fresh snapshot after the caches have synced and after every
+// change. Bursts of events are coalesced: publish always gets the latest
+// state, never a backlog. publish runs on Watch's goroutine; Watch returns
+// when ctx ends.
+func Watch(ctx context.Context, opts WatchOptions, publish func(*Snapshot)) error {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	nodeFactory := informers.NewSharedInformerFactory(opts.Client, opts.Resync)
+	// Only the one ConfigMap: the agent's RBAC allows no more, and every
+	// node watching all ConfigMaps of kube-system would load the API server.
+	cmFactory := informers.NewSharedInformerFactoryWithOptions(opts.Client, opts.Resync,
+		informers.WithNamespace(opts.BGPConfig.Namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", opts.BGPConfig.Name).String()
+		}))
+
+	dirty := make(chan struct{}, 1)
+	mark := func() {
+		select {
+		case dirty <- struct{}{}:
+		default:
+		}
+	}
+	handler := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { mark() },
+		UpdateFunc: func(any, any) { mark() },
+		DeleteFunc: func(any) { mark() },
+	}
+	nodeInformer := nodeFactory.Core().V1().Nodes()
+	cmInformer := cmFactory.Core().V1().ConfigMaps()
+	if _, err := nodeInformer.Informer().AddEventHandler(handler); err != nil {
+		return fmt.Errorf("watching nodes: %w", err)
+	}
+	if _, err := cmInformer.Informer().AddEventHandler(handler); err != nil {
+		return fmt.Errorf("watching configmap %s: %w", opts.BGPConfig, err)
+	}
+	nodeFactory.Start(ctx.Done())
+	cmFactory.Start(ctx.Done())
+	defer nodeFactory.Shutdown()
+	defer cmFactory.Shutdown()
+
+	log.Info("waiting for informer caches")
+	for typ, ok := range nodeFactory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("cache for %v did not sync: %w", typ, ctx.Err())
+		}
+	}
+	for typ, ok := range cmFactory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("cache for %v did not sync: %w", typ, ctx.Err())
+		}
+	}
+
+	b := builder{opts: opts, log: log, nodes: nodeInformer.Lister(), configMaps: cmInformer.Lister()}
+	b.cfg.Source = opts.BGPConfig.String()
+	mark()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-dirty:
+			publish(b.build())
+		}
+	}
+}
+
+// builder assembles snapshots from the informer caches. It remembers the
+// last good bgp-config so that a bad edit keeps the previous one in force.
+type builder struct {
+	opts       WatchOptions
+	log        *slog.Logger
+	nodes      corelisters.NodeLister
+	configMaps corelisters.ConfigMapLister
+	cfg        BGPConfig
+}
+
+func (b *builder) build() *Snapshot {
+	s := &Snapshot{NodeName: b.opts.NodeName}
+	objs, err := b.nodes.List(labels.Everything())
+	if err != nil { // the cache lister never fails; keep the snapshot empty if it does
+		b.log.Error("listing nodes from cache", "err", err)
+	}
+	for _, o := range objs {
+		s.Nodes = append(s.Nodes, nodeFrom(o, b.log))
+	}
+	slices.SortFunc(s.Nodes, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
+	for i := range s.Nodes {
+		if s.Nodes[i].Name == b.opts.NodeName {
+			s.Self = &s.Nodes[i]
+		}
+	}
+	s.BGP = b.bgpConfig()
+	return s
+}
+
+func (b *builder) bgpConfig() BGPConfig {
+	cm, err := b.configMaps.ConfigMaps(b.opts.BGPConfig.Namespace).Get(b.opts.BGPConfig.Name)
+	if apierrors.IsNotFound(err) {
+		if b.cfg.Present {
+			b.log.Info("bgp-config deleted: no peers", "configmap", b.cfg.Source)
+		}
+		b.cfg = BGPConfig{Source: b.cfg.Source}
+		return b.cfg
+	}
+	if err != nil {
+		b.log.Error("reading bgp-config from cache", "configmap", b.cfg.Source, "err", err)
+		return b.cfg
+	}
+	b.cfg.Present = true
+	rv := cm.ResourceVersion
+	if rv == b.cfg.AppliedVersion || rv == b.cfg.ErrVersion {
+		return b.cfg
+	}
+	cfg, err := parseConfigMap(cm)
+	if err != nil {
+		b.cfg.Err, b.cfg.ErrVersion = err, rv
+		b.log.Error("bgp-config rejected; the last good configuration stays in force",
+			"configmap", b.cfg.Source, "resourceVersion", rv, "appliedResourceVersion", b.cfg.AppliedVersion, "err", err)
+		return b.cfg
+	}
+	b.cfg.Config, b.cfg.AppliedVersion = cfg, rv
+	b.cfg.Err, b.cfg.ErrVersion = nil, ""
+	b.log.Info("bgp-config loaded", "configmap", b.cfg.Source, "resourceVersion", rv, "peers", len(cfg.Peers))
+	return b.cfg
+}
+
+func parseConfigMap(cm *corev1.ConfigMap) (*bgpconfig.Config, error) {
+	data, ok := cm.Data[BGPConfigKey]
+	if !ok {
+		return nil, fmt.Errorf("configmap %s/%s has no key %q", cm.Namespace, cm.Name, BGPConfigKey)
+	}
+	return bgpconfig.Parse([]byte(data))
+}
+
+func nodeFrom(o *corev1.Node, log *slog.Logger) Node {
+	n := Node{Name: o.Name, Labels: o.Labels}
+	for _, a := range o.Status.Addresses {
+		if a.Type != corev1.NodeInternalIP {
+			continue
+		}
+		ip, err := netip.ParseAddr(a.Address)
+		if err != nil {
+			log.Warn("ignoring node address", "node", o.Name, "address", a.Address, "err", err)
+			continue
+		}
+		n.InternalIPs = append(n.InternalIPs, ip)
+	}
+	cidrs := o.Spec.PodCIDRs
+	if len(cidrs) == 0 && o.Spec.PodCIDR != "" {
+		cidrs = []string{o.Spec.PodCIDR}
+	}
+	for _, c := range cidrs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			log.Warn("ignoring pod CIDR", "node", o.Name, "podCIDR", c, "err", err)
+			continue
+		}
+		n.PodCIDRs = append(n.PodCIDRs, p.Masked())
+	}
+	return n
+}

@@ -1,0 +1,114 @@
+// Command routectl shows what route-agent on this node knows and does.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	apiv1 "routeagent.io/route-agent/api/v1"
+)
+
+const defaultSocket = "/run/route-agent/agent.sock"
+
+type globals struct {
+	socket  string
+	timeout time.Duration
+	output  string
+}
+
+func main() {
+	if err := newRoot().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "Error:", err)
+		os.Exit(1)
+	}
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "routectl",
+		Short:         "Inspect the route-agent running on this node",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.socket, "socket", envOr("ROUTECTL_SOCKET", defaultSocket), "route-agent API socket (default $ROUTECTL_SOCKET or "+defaultSocket+")")
+	pf.DurationVar(&g.timeout, "timeout", 10*time.Second, "how long to wait for the agent")
+	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+
+	bgpCmd := &cobra.Command{Use: "bgp", Short: "BGP sessions and paths"}
+	bgpCmd.AddCommand(&cobra.Command{
+		Use:   "peers",
+		Short: "One row per BGP peer and address family",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.call(cmd, func(ctx context.Context, c apiv1.AgentClient) error {
+				r, err := c.ListBGPPeers(ctx, &apiv1.ListBGPPeersRequest{})
+				if err != nil {
+					return err
+				}
+				return printPeers(cmd.OutOrStdout(), g.output, r.GetPeers())
+			})
+		},
+	})
+	root.AddCommand(bgpCmd, &cobra.Command{
+		Use:   "status",
+		Short: "This node, the configuration in force and its errors",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.call(cmd, func(ctx context.Context, c apiv1.AgentClient) error {
+				r, err := c.Status(ctx, &apiv1.StatusRequest{})
+				if err != nil {
+					return err
+				}
+				return printStatus(cmd.OutOrStdout(), g.output, r)
+			})
+		},
+	})
+	return root
+}
+
+// call connects to the agent and runs f, turning "nobody listens" into a
+// message that says what to check.
+func (g *globals) call(cmd *cobra.Command, f func(context.Context, apiv1.AgentClient) error) error {
+	if g.output != "table" && g.output != "json" {
+		return fmt.Errorf("--output %q: want table or json", g.output)
+	}
+	if _, err := os.Stat(g.socket); err != nil {
+		return fmt.Errorf("route-agent is not running on this node or uses another socket: %w (set --socket)", err)
+	}
+	conn, err := grpc.NewClient("unix://"+g.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("connecting to %s: %w", g.socket, err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
+	defer cancel()
+	err = f(ctx, apiv1.NewAgentClient(conn))
+	if s, ok := status.FromError(err); ok && err != nil {
+		switch s.Code() {
+		case codes.Unavailable:
+			return fmt.Errorf("route-agent is not answering on %s: %s", g.socket, s.Message())
+		case codes.DeadlineExceeded:
+			return fmt.Errorf("route-agent did not answer within %s on %s", g.timeout, g.socket)
+		}
+		return errors.New(s.Message())
+	}
+	return err
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	apiv1 "routeagent.io/route-agent/api/v1"
+)
+
+// peerRow is the JSON form of one `routectl bgp peers` row; the field names
+// are part of the CLI's contract.
+type peerRow struct {
+	LocalAS       uint32 `json:"localAS"`
+	PeerAS        uint32 `json:"peerAS"`
+	PeerAddress   string `json:"peerAddress"`
+	PeerPort      uint32 `json:"peerPort"`
+	SessionState  string `json:"sessionState"`
+	UptimeSeconds int64  `json:"uptimeSeconds"`
+	Family        string `json:"family"`
+	Received      uint64 `json:"received"`
+	Advertised    uint64 `json:"advertised"`
+}
+
+func printPeers(w io.Writer, format string, peers []*apiv1.BGPPeerFamily) error {
+	rows := make([]peerRow, 0, len(peers))
+	for _, p := range peers {
+		rows = append(rows, peerRow{
+			LocalAS: p.GetLocalAs(), PeerAS: p.GetPeerAs(),
+			PeerAddress: p.GetPeerAddress(), PeerPort: p.GetPeerPort(),
+			SessionState: p.GetSessionState(), UptimeSeconds: p.GetUptimeSeconds(),
+			Family: p.GetFamily(), Received: p.GetReceived(), Advertised: p.GetAdvertised(),
+		})
+	}
+	if format == "json" {
+		return writeJSON(w, rows)
+	}
+	if len(rows) == 0 {
+		_, err := fmt.Fprintln(w, "No BGP peers selected for this node (see `routectl status`).")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
+	fmt.Fprintln(tw, "Local AS\tPeer AS\tPeer Address\tSession\tUptime\tFamily\tReceived\tAdvertised")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%d\t%d\n", r.LocalAS, r.PeerAS, hostPort(r.PeerAddress, r.PeerPort),
+			r.SessionState, time.Duration(r.UptimeSeconds)*time.Second, r.Family, r.Received, r.Advertised)
+	}
+	return tw.Flush()
+}
+
+// hostPort prints 10.0.0.1:179 and [fd00::1]:179.
+func hostPort(addr string, port uint32) string {
+	if a, err := netip.ParseAddr(addr); err == nil {
+		return netip.AddrPortFrom(a, uint16(port)).String()
+	}
+	return addr + ":" + strconv.Itoa(int(port))
+}
+
+func printStatus(w io.Writer, format string, s *apiv1.StatusResponse) error {
+	if format == "json" {
+		return writeJSON(w, statusJSON(s))
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	node := s.GetNodeName()
+	if !s.GetNodeKnown() {
+		node += " (Node object not seen yet)"
+	}
+	fmt.Fprintf(tw, "Node:\t%s\n", node)
+	fmt.Fprintf(tw, "Node IPs:\t%s\n", orNone(s.GetNodeIps()))
+	fmt.Fprintf(tw, "Pod CIDRs:\t%s\n", orNone(s.GetPodCidrs()))
+	c := s.GetBgpConfig()
+	switch {
+	case !c.GetPresent():
+		fmt.Fprintf(tw, "BGP config:\t%s not found: no peers\n", c.GetSource())
+	case c.GetAppliedResourceVersion() == "":
+		fmt.Fprintf(tw, "BGP config:\t%s: no valid version yet\n", c.GetSource())
+	default:
+		fmt.Fprintf(tw, "BGP config:\t%s resourceVersion %s in force\n", c.GetSource(), c.GetAppliedResourceVersion())
+	}
+	if c.GetError() != "" {
+		fmt.Fprintf(tw, "BGP config error:\tresourceVersion %s rejected, the version above stays in force:\n", c.GetErrorResourceVersion())
+		for _, line := range strings.Split(c.GetError(), "\n") {
+			fmt.Fprintf(tw, "\t  %s\n", line)
+		}
+	}
+	for _, warn := range s.GetWarnings() {
+		fmt.Fprintf(tw, "Warning:\t%s\n", warn)
+	}
+	if e := s.GetBgpApplyError(); e != "" {
+		fmt.Fprintf(tw, "BGP apply error:\t%s\n", e)
+	}
+	return tw.Flush()
+}
+
+type statusOut struct {
+	NodeName      string    `json:"nodeName"`
+	NodeKnown     bool      `json:"nodeKnown"`
+	NodeIPs       []string  `json:"nodeIPs"`
+	PodCIDRs      []string  `json:"podCIDRs"`
+	BGPConfig     configOut `json:"bgpConfig"`
+	Warnings      []string  `json:"warnings"`
+	BGPApplyError string    `json:"bgpApplyError,omitempty"`
+}
+
+type configOut struct {
+	Source                 string `json:"source"`
+	Present                bool   `json:"present"`
+	AppliedResourceVersion string `json:"appliedResourceVersion"`
+	Error                  string `json:"error,omitempty"`
+	ErrorResourceVersion   string `json:"errorResourceVersion,omitempty"`
+}
+
+func statusJSON(s *apiv1.StatusResponse) statusOut {
+	c := s.GetBgpConfig()
+	return statusOut{
+		NodeName: s.GetNodeName(), NodeKnown: s.GetNodeKnown(),
+		NodeIPs: nonNil(s.GetNodeIps()), PodCIDRs: nonNil(s.GetPodCidrs()),
+		BGPConfig: configOut{
+			Source: c.GetSource(), Present: c.GetPresent(), AppliedResourceVersion: c.GetAppliedResourceVersion(),
+			Error: c.GetError(), ErrorResourceVersion: c.GetErrorResourceVersion(),
+		},
+		Warnings:      nonNil(s.GetWarnings()),
+		BGPApplyError: s.GetBgpApplyError(),
+	}
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func orNone(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
+}
+
+// nonNil makes JSON print [] rather than null, which is kinder to jq.
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
