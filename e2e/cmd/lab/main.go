@@ -1,0 +1,100 @@
+// Command lab brings up the route-agent lab, shows every agent's BGP peers
+// and each ToR's BGP table, and tears it all down on Ctrl-C (or at once with
+// --exit).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"routeagent.io/route-agent/e2e/lab"
+)
+
+func main() {
+	lab.RunReaperIfAsked()
+	exit := flag.Bool("exit", false, "tear down right after showing the lab instead of waiting for Ctrl-C")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *exit); err != nil {
+		fmt.Fprintln(os.Stderr, "lab:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, exit bool) error {
+	root, err := repoRoot()
+	if err != nil {
+		return err
+	}
+	bin, err := os.MkdirTemp("", "route-agent-bin-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(bin)
+	fmt.Println("building route-agent and routectl")
+	if err := lab.BuildAgent(ctx, root, bin); err != nil {
+		return err
+	}
+	apiserver, err := lab.KubeAPIServer(ctx, root, os.Stdout)
+	if err != nil {
+		return err
+	}
+	l, err := lab.Up(ctx, lab.Options{BinDir: bin, KubeAPIServer: apiserver, RepoRoot: root, Out: os.Stdout})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fmt.Printf("tearing down lab %s\n", l.ID)
+		if err := l.Down(); err != nil {
+			fmt.Fprintln(os.Stderr, "lab: teardown:", err)
+		}
+	}()
+	for _, n := range l.Nodes {
+		out, err := l.Routectl(ctx, n, "bgp", "peers")
+		if err != nil {
+			return err
+		}
+		fmt.Printf("\n$ routectl bgp peers   # on %s (%s)\n%s", n.Name, n.IP, out)
+	}
+	for _, r := range l.Routers {
+		out, err := r.VTY(ctx, "show bgp ipv4 unicast")
+		if err != nil {
+			return err
+		}
+		fmt.Printf("\n$ vtysh -c 'show bgp ipv4 unicast'   # on %s (AS %d)\n%s", r.Name, r.ASN, out)
+	}
+	if exit {
+		return nil
+	}
+	fmt.Printf("\nThe lab is up. Each agent's socket is in %s/<node>/agent.sock, for example:\n", l.Dir)
+	fmt.Printf("  routectl --socket %s bgp peers\n", l.Nodes[0].Socket)
+	fmt.Printf("  vtysh --vty_socket %s -c 'show bgp summary'\n", l.Routers[0].VTYDir)
+	fmt.Println("Press Ctrl-C to tear it down.")
+	<-ctx.Done()
+	return nil
+}
+
+// repoRoot finds the repository from the working directory.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "e2e", "tools", "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run the lab from inside the route-agent repository")
+		}
+		dir = parent
+	}
+}

@@ -1,0 +1,86 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// PeerRow is one row of `routectl bgp peers -o json`.
+type PeerRow struct {
+	LocalAS       uint32 `json:"localAS"`
+	PeerAS        uint32 `json:"peerAS"`
+	PeerAddress   string `json:"peerAddress"`
+	PeerPort      uint32 `json:"peerPort"`
+	SessionState  string `json:"sessionState"`
+	UptimeSeconds int64  `json:"uptimeSeconds"`
+	Family        string `json:"family"`
+	Received      uint64 `json:"received"`
+	Advertised    uint64 `json:"advertised"`
+}
+
+// Peers returns n's `routectl bgp peers -o json`.
+func (l *Lab) Peers(ctx context.Context, n *Node) ([]PeerRow, error) {
+	out, err := l.Routectl(ctx, n, "bgp", "peers", "-o", "json")
+	if err != nil {
+		return nil, err
+	}
+	var rows []PeerRow
+	if err := json.Unmarshal(out, &rows); err != nil {
+		return nil, fmt.Errorf("decoding routectl output of %s: %w: %s", n.Name, err, out)
+	}
+	return rows, nil
+}
+
+// FRRNeighbor is the part of FRR's `show bgp neighbors json` the lab reads.
+type FRRNeighbor struct {
+	RemoteAS      uint32 `json:"remoteAs"`
+	LocalAS       uint32 `json:"localAs"`
+	BGPState      string `json:"bgpState"`
+	AddressFamily map[string]struct {
+		AcceptedPrefixCounter uint64 `json:"acceptedPrefixCounter"`
+		SentPrefixCounter     uint64 `json:"sentPrefixCounter"`
+	} `json:"addressFamilyInfo"`
+}
+
+// Neighbors returns r's `show bgp neighbors json`, keyed by address.
+func (r *Router) Neighbors(ctx context.Context) (map[string]FRRNeighbor, error) {
+	var m map[string]FRRNeighbor
+	err := r.VTYJSON(ctx, "show bgp neighbors json", &m)
+	return m, err
+}
+
+// WaitEstablished waits until n's agent and router r both report their
+// session established.
+func (l *Lab) WaitEstablished(ctx context.Context, n *Node, r *Router, timeout time.Duration) error {
+	return WaitFor(ctx, timeout, fmt.Sprintf("%s's session to %s", n.Name, r.Name), func() error {
+		if !l.AgentRunning(n) {
+			return Permanent(fmt.Errorf("route-agent on %s exited:\n%s", n.Name, l.AgentLog(n, 30)))
+		}
+		rows, err := l.Peers(ctx, n)
+		if err != nil {
+			return err
+		}
+		found := false
+		for _, row := range rows {
+			if row.PeerAddress == r.Addr.String() {
+				found = true
+				if row.SessionState != "established" {
+					return fmt.Errorf("routectl on %s: session %s", n.Name, row.SessionState)
+				}
+			}
+		}
+		if !found {
+			return fmt.Errorf("routectl on %s shows no peer %s: %+v", n.Name, r.Addr, rows)
+		}
+		nb, err := r.Neighbors(ctx)
+		if err != nil {
+			return err
+		}
+		if s := nb[n.IP.String()].BGPState; s != "Established" {
+			return fmt.Errorf("%s reports the session to %s as %q", r.Name, n.IP, s)
+		}
+		return nil
+	})
+}

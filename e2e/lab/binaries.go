@@ -1,0 +1,61 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+)
+
+var kubernetesRequire = regexp.MustCompile(`(?m)^\s*k8s\.io/kubernetes (v\S+)`)
+
+// KubeAPIServer returns a kube-apiserver built from the e2e/tools module
+// at the version its go.mod requires. The binary is cached outside the
+// repository, keyed by version, because the first build takes minutes.
+func KubeAPIServer(ctx context.Context, repoRoot string, out io.Writer) (string, error) {
+	tools := filepath.Join(repoRoot, "e2e", "tools")
+	mod, err := os.ReadFile(filepath.Join(tools, "go.mod"))
+	if err != nil {
+		return "", err
+	}
+	m := kubernetesRequire.FindSubmatch(mod)
+	if m == nil {
+		return "", fmt.Errorf("%s/go.mod does not require k8s.io/kubernetes", tools)
+	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(cache, "route-agent", "kube-apiserver-"+string(m[1]))
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
+		return "", err
+	}
+	if out != nil {
+		fmt.Fprintf(out, "building kube-apiserver %s into %s (several minutes, once)\n", m[1], bin)
+	}
+	tmp := bin + ".partial"
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", tmp, "k8s.io/kubernetes/cmd/kube-apiserver")
+	cmd.Dir = tools
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Run(); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("building kube-apiserver: %w", err)
+	}
+	return bin, os.Rename(tmp, bin)
+}
+
+// BuildAgent builds route-agent and routectl from the repository into dir.
+func BuildAgent(ctx context.Context, repoRoot, dir string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+"/", "./cmd/route-agent", "./cmd/routectl")
+	cmd.Dir = repoRoot
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("building route-agent and routectl: %w: %s", err, out)
+	}
+	return nil
+}
