@@ -84,3 +84,54 @@ func (l *Lab) WaitEstablished(ctx context.Context, n *Node, r *Router, timeout t
 		return nil
 	})
 }
+
+// FRRPath is one path of FRR's `show bgp ipv4 unicast json`.
+type FRRPath struct {
+	Valid    bool `json:"valid"`
+	BestPath bool `json:"bestpath"`
+	NextHops []struct {
+		IP string `json:"ip"`
+	} `json:"nexthops"`
+}
+
+// Routes returns r's IPv4 unicast BGP table, keyed by prefix.
+func (r *Router) Routes(ctx context.Context) (map[string][]FRRPath, error) {
+	var t struct {
+		Routes map[string][]FRRPath `json:"routes"`
+	}
+	err := r.VTYJSON(ctx, "show bgp ipv4 unicast json", &t)
+	return t.Routes, err
+}
+
+// BestNextHop returns the next hop of r's best path to prefix, or "" when
+// r has no valid path to it.
+func (r *Router) BestNextHop(ctx context.Context, prefix string) (string, error) {
+	routes, err := r.Routes(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, p := range routes[prefix] {
+		if p.Valid && p.BestPath && len(p.NextHops) > 0 {
+			return p.NextHops[0].IP, nil
+		}
+	}
+	return "", nil
+}
+
+// WaitConverged waits until every router holds every node's pod CIDR.
+func (l *Lab) WaitConverged(ctx context.Context, timeout time.Duration) error {
+	return WaitFor(ctx, timeout, "every ToR to learn every pod CIDR", func() error {
+		for _, r := range l.Routers {
+			for _, n := range l.Nodes {
+				nh, err := r.BestNextHop(ctx, n.PodCIDR.String())
+				if err != nil {
+					return err
+				}
+				if nh == "" {
+					return fmt.Errorf("%s has no path to %s (%s)", r.Name, n.PodCIDR, n.Name)
+				}
+			}
+		}
+		return nil
+	})
+}

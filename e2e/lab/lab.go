@@ -132,6 +132,10 @@ func Up(ctx context.Context, opts Options) (l *Lab, err error) {
 		}
 		l.logf("%s: session to %s established", n.Name, n.Router.Name)
 	}
+	if err := l.WaitConverged(ctx, time.Minute); err != nil {
+		return l, err
+	}
+	l.logf("both ToRs hold every node's pod CIDR")
 	return l, nil
 }
 
@@ -260,7 +264,7 @@ func (l *Lab) StartAgent(ctx context.Context, n *Node) error {
 	}
 	n.Socket = filepath.Join(dir, "agent.sock")
 	p, err := l.start(n.NS, "route-agent", dir, filepath.Join(l.opts.BinDir, "route-agent"),
-		"--node-name", n.Name, "--kubeconfig", kubeconfig, "--api-socket", n.Socket, "--log-level", "debug")
+		"--node-name", n.Name, "--kubeconfig", kubeconfig, "--api-socket", n.Socket, "--log-level", "info")
 	if err != nil {
 		return err
 	}
@@ -325,4 +329,12 @@ func (l *Lab) Down() error {
 		_ = l.reaper.Wait()
 	}
 	return err
+}
+
+// AgentPID returns the PID of n's agent, 0 if none was started.
+func (l *Lab) AgentPID(n *Node) int {
+	if n.agent == nil {
+		return 0
+	}
+	return n.agent.cmd.Process.Pid
 }

@@ -1,0 +1,308 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"routeagent.io/route-agent/e2e/lab"
+)
+
+const settle = 2 * time.Minute
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// Every ToR holds every node's pod CIDR; on its own rack the next hop is
+// the owning node.
+func TestPodCIDRsAdvertisedToToRs(t *testing.T) {
+	ctx := testContext(t)
+	l := theLab
+	for _, r := range l.Routers {
+		routes, err := r.Routes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range l.Nodes {
+			nh, err := r.BestNextHop(ctx, n.PodCIDR.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if nh == "" {
+				t.Errorf("%s: no valid best path to %s of %s; table: %v", r.Name, n.PodCIDR, n.Name, routes)
+				continue
+			}
+			if n.Router == r && nh != n.IP.String() {
+				t.Errorf("%s: next hop of %s is %s, want the owning node %s (%s)", r.Name, n.PodCIDR, nh, n.Name, n.IP)
+			}
+		}
+	}
+}
+
+// routectl bgp peers -o json says what FRR says about the same session.
+func TestRoutectlAgreesWithFRR(t *testing.T) {
+	ctx := testContext(t)
+	l := theLab
+	for _, n := range l.Nodes {
+		err := lab.WaitFor(ctx, settle, n.Name+" and "+n.Router.Name+" to agree", func() error {
+			return compareWithFRR(ctx, l, n, n.Router)
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func compareWithFRR(ctx context.Context, l *lab.Lab, n *lab.Node, r *lab.Router) error {
+	rows, err := l.Peers(ctx, n)
+	if err != nil {
+		return err
+	}
+	var row *lab.PeerRow
+	for i := range rows {
+		if rows[i].PeerAddress == r.Addr.String() && rows[i].Family == "ipv4/unicast" {
+			row = &rows[i]
+		}
+	}
+	if row == nil {
+		return fmt.Errorf("routectl on %s has no ipv4/unicast row for %s: %+v", n.Name, r.Addr, rows)
+	}
+	nbs, err := r.Neighbors(ctx)
+	if err != nil {
+		return err
+	}
+	nb, ok := nbs[n.IP.String()]
+	if !ok {
+		return fmt.Errorf("%s has no neighbor %s", r.Name, n.IP)
+	}
+	af := nb.AddressFamily["ipv4Unicast"]
+	var diffs []string
+	check := func(what string, agent, frr any) {
+		if fmt.Sprint(agent) != fmt.Sprint(frr) {
+			diffs = append(diffs, fmt.Sprintf("%s: routectl %v, FRR %v", what, agent, frr))
+		}
+	}
+	check("session", row.SessionState, strings.ToLower(nb.BGPState))
+	check("local AS (FRR's remote AS)", row.LocalAS, nb.RemoteAS)
+	check("peer AS (FRR's local AS)", row.PeerAS, nb.LocalAS)
+	check("port", row.PeerPort, 179)
+	check("advertised (FRR's accepted)", row.Advertised, af.AcceptedPrefixCounter)
+	check("received (FRR's sent)", row.Received, af.SentPrefixCounter)
+	if row.Advertised == 0 {
+		diffs = append(diffs, "the agent advertises nothing")
+	}
+	if len(diffs) > 0 {
+		return fmt.Errorf("%s vs %s: %s", n.Name, r.Name, strings.Join(diffs, "; "))
+	}
+	return nil
+}
+
+type statusJSON struct {
+	BGPConfig struct {
+		AppliedResourceVersion string `json:"appliedResourceVersion"`
+		Error                  string `json:"error"`
+		ErrorResourceVersion   string `json:"errorResourceVersion"`
+	} `json:"bgpConfig"`
+}
+
+func status(ctx context.Context, l *lab.Lab, n *lab.Node) (statusJSON, error) {
+	var s statusJSON
+	out, err := l.Routectl(ctx, n, "status", "-o", "json")
+	if err != nil {
+		return s, err
+	}
+	return s, json.Unmarshal(out, &s)
+}
+
+// sessionCounts returns how often FRR's session to n was established and
+// dropped; equal counts before and after mean the session never bounced.
+func sessionCounts(ctx context.Context, r *lab.Router, n *lab.Node) (string, error) {
+	var m map[string]struct {
+		BGPState    string `json:"bgpState"`
+		Established int    `json:"connectionsEstablished"`
+		Dropped     int    `json:"connectionsDropped"`
+	}
+	if err := r.VTYJSON(ctx, "show bgp neighbors "+n.IP.String()+" json", &m); err != nil {
+		return "", err
+	}
+	nb := m[n.IP.String()]
+	if nb.BGPState != "Established" {
+		return "", fmt.Errorf("%s: session to %s is %q", r.Name, n.IP, nb.BGPState)
+	}
+	return fmt.Sprintf("established %d times, dropped %d times", nb.Established, nb.Dropped), nil
+}
+
+// A bgp-config that does not parse is reported with peer index, field and
+// value, and the agent keeps its last good configuration and its sessions.
+func TestInvalidConfigKeepsLastGood(t *testing.T) {
+	ctx := testContext(t)
+	l := theLab
+	n := l.Nodes[0]
+	good, err := status(ctx, l, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := sessionCounts(ctx, n.Router, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := l.ApplyBGPConfig(context.Background(), lab.BGPConfig); err != nil {
+			t.Errorf("restoring bgp-config: %v", err)
+		}
+	})
+
+	cases := []struct {
+		desc   string
+		config string
+		want   []string // every string must appear in the reported error
+	}{
+		{"unknown key", strings.Replace(lab.BGPConfig, "  peer-asn: 64524", "  peer-asnn: 64524", 1),
+			[]string{"peers[0]", `"peer-asnn"`}},
+		{"bad IP", strings.Replace(lab.BGPConfig, "peer-address: 10.4.83.1", "peer-address: 10.4.83.300", 1),
+			[]string{"peers[1].peer-address", `"10.4.83.300"`}},
+		{"missing ASN", strings.Replace(lab.BGPConfig, "  my-asn: 64512\n", "", 1),
+			[]string{"peers[1].my-asn", "missing"}},
+	}
+	for _, c := range cases {
+		t.Run(c.desc, func(t *testing.T) {
+			if c.config == lab.BGPConfig {
+				t.Fatal("the test's edit did not change the config")
+			}
+			if err := l.ApplyBGPConfig(ctx, c.config); err != nil {
+				t.Fatal(err)
+			}
+			for _, node := range l.Nodes {
+				var got statusJSON
+				err := lab.WaitFor(ctx, settle, node.Name+" to report the config error", func() error {
+					s, err := status(ctx, l, node)
+					if err != nil {
+						return err
+					}
+					if s.BGPConfig.Error == "" {
+						return fmt.Errorf("no error reported yet: %+v", s)
+					}
+					got = s
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, w := range c.want {
+					if !strings.Contains(got.BGPConfig.Error, w) {
+						t.Errorf("%s: error %q does not mention %s", node.Name, got.BGPConfig.Error, w)
+					}
+				}
+				if got.BGPConfig.AppliedResourceVersion != good.BGPConfig.AppliedResourceVersion {
+					t.Errorf("%s: config in force changed from resourceVersion %s to %s",
+						node.Name, good.BGPConfig.AppliedResourceVersion, got.BGPConfig.AppliedResourceVersion)
+				}
+			}
+		})
+	}
+	after, err := sessionCounts(ctx, n.Router, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s's session to %s: before the bad configs %s, after %s", n.Name, n.Router.Name, before, after)
+	if after != before {
+		t.Errorf("%s's session bounced during the bad configs: before %s, after %s", n.Name, before, after)
+	}
+	if err := compareWithFRR(ctx, l, n, n.Router); err != nil {
+		t.Error(err)
+	}
+
+	// A good config clears the error.
+	if err := l.ApplyBGPConfig(ctx, lab.BGPConfig); err != nil {
+		t.Fatal(err)
+	}
+	err = lab.WaitFor(ctx, settle, "the error to clear", func() error {
+		s, err := status(ctx, l, n)
+		if err != nil {
+			return err
+		}
+		if s.BGPConfig.Error != "" {
+			return fmt.Errorf("error still reported: %s", s.BGPConfig.Error)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+}
+
+// Relabelling a node so that another peer's node-selector matches moves its
+// session to that peer, without restarting the agent.
+func TestRelabelMovesSession(t *testing.T) {
+	ctx := testContext(t)
+	l := theLab
+	n := l.Nodes[1] // rack94-node2, peering with tor94
+	from, to := n.Router, l.Routers[1]
+	if from == to {
+		t.Fatal("lab topology changed: node already on the target ToR")
+	}
+	pid := l.AgentPID(n)
+
+	move := func(label string, from, to *lab.Router) {
+		t.Helper()
+		if err := l.SetNodeLabel(ctx, n, lab.RouteLabel, label); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.WaitEstablished(ctx, n, to, settle); err != nil {
+			t.Fatal(err)
+		}
+		err := lab.WaitFor(ctx, settle, from.Name+" to drop "+n.Name, func() error {
+			rows, err := l.Peers(ctx, n)
+			if err != nil {
+				return err
+			}
+			for _, r := range rows {
+				if r.PeerAddress == from.Addr.String() {
+					return fmt.Errorf("routectl still lists %s: %+v", from.Addr, r)
+				}
+			}
+			nbs, err := from.Neighbors(ctx)
+			if err != nil {
+				return err
+			}
+			if nb, ok := nbs[n.IP.String()]; ok && nb.BGPState == "Established" {
+				return fmt.Errorf("%s still has an established session with %s", from.Name, n.IP)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = lab.WaitFor(ctx, settle, to.Name+" to learn "+n.PodCIDR.String()+" from "+n.Name, func() error {
+			nh, err := to.BestNextHop(ctx, n.PodCIDR.String())
+			if err != nil {
+				return err
+			}
+			if nh != n.IP.String() {
+				return fmt.Errorf("next hop %q, want %s", nh, n.IP)
+			}
+			return compareWithFRR(ctx, l, n, to)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	move("bgp-peer-83", from, to)
+	if got := l.AgentPID(n); got != pid {
+		t.Errorf("the agent on %s was restarted (pid %d, now %d)", n.Name, pid, got)
+	}
+	t.Logf("%s moved from %s to %s", n.Name, from.Name, to.Name)
+	move("bgp-peer-94", to, from)
+	if got := l.AgentPID(n); got != pid {
+		t.Errorf("the agent on %s was restarted (pid %d, now %d)", n.Name, pid, got)
+	}
+}
