@@ -5,7 +5,9 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -304,5 +306,65 @@ func TestRelabelMovesSession(t *testing.T) {
 	move("bgp-peer-94", to, from)
 	if got := l.AgentPID(n); got != pid {
 		t.Errorf("the agent on %s was restarted (pid %d, now %d)", n.Name, pid, got)
+	}
+}
+
+// SIGTERM stops the agent cleanly: it closes its session with a Cease
+// notification, removes its socket and exits 0. Started again, it
+// re-establishes and re-advertises.
+func TestAgentStopsCleanlyOnSIGTERM(t *testing.T) {
+	ctx := testContext(t)
+	l := theLab
+	n := l.Nodes[2]
+	r := n.Router
+	if err := l.StopAgent(n, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(n.Socket); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket %s still there after the agent stopped (stat: %v)", n.Socket, err)
+	}
+	out, err := l.Routectl(ctx, n, "bgp", "peers")
+	if err == nil || !strings.Contains(string(out), "not running") {
+		t.Errorf("routectl with the agent stopped: want a 'not running' message, got %v: %s", err, out)
+	}
+	// Dynamic neighbours vanish with their session, so the reason is only
+	// in bgpd's log.
+	err = lab.WaitFor(ctx, 20*time.Second, r.Name+" to log the agent's Cease", func() error {
+		log, err := r.BGPLog()
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(log, "\n") {
+			if strings.Contains(line, n.IP.String()) && strings.Contains(line, "NOTIFICATION") && strings.Contains(line, "Cease") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no NOTIFICATION with Cease from %s in bgpd's log:\n%s", n.IP, log)
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	err = lab.WaitFor(ctx, 20*time.Second, r.Name+" to withdraw "+n.PodCIDR.String(), func() error {
+		nh, err := r.BestNextHop(ctx, n.PodCIDR.String())
+		if err != nil {
+			return err
+		}
+		if nh != "" {
+			return fmt.Errorf("still routed via %s", nh)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+
+	if err := l.StartAgent(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.WaitEstablished(ctx, n, r, settle); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.WaitConverged(ctx, settle); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -39,23 +39,13 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	bin, err := os.MkdirTemp("", "route-agent-e2e-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(bin)
-	if err := lab.BuildAgent(ctx, root, bin); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 	apiserver, err := lab.KubeAPIServer(ctx, root, os.Stderr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	start := time.Now()
-	theLab, err = lab.Up(ctx, lab.Options{BinDir: bin, KubeAPIServer: apiserver, RepoRoot: root, Out: os.Stderr})
+	theLab, err = lab.Up(ctx, lab.Options{KubeAPIServer: apiserver, RepoRoot: root, Out: os.Stderr})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: bringing up the lab:", err)
 		return 1

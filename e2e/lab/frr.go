@@ -101,3 +101,9 @@ func (r *Router) VTYJSON(ctx context.Context, command string, v any) error {
 	}
 	return nil
 }
+
+// BGPLog returns bgpd's log of r.
+func (r *Router) BGPLog() (string, error) {
+	b, err := os.ReadFile(filepath.Join(r.VTYDir, "bgpd.frrlog"))
+	return string(b), err
+}

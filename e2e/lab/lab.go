@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -27,7 +28,9 @@ import (
 
 // Options locate what the lab runs.
 type Options struct {
-	// BinDir holds the route-agent and routectl binaries under test.
+	// BinDir holds the route-agent and routectl binaries under test; when
+	// empty, Up builds them from RepoRoot into the lab's directory, so they
+	// go away with it.
 	BinDir string
 	// KubeAPIServer is the kube-apiserver binary (see KubeAPIServer()).
 	KubeAPIServer string
@@ -104,6 +107,13 @@ func Up(ctx context.Context, opts Options) (l *Lab, err error) {
 	}()
 	l.Routers, l.Nodes = seedTopology()
 	l.logf("directory %s", l.Dir)
+	if l.opts.BinDir == "" {
+		l.opts.BinDir = filepath.Join(l.Dir, "bin")
+		l.logf("building route-agent and routectl")
+		if err := BuildAgent(ctx, opts.RepoRoot, l.opts.BinDir); err != nil {
+			return l, err
+		}
+	}
 	if err := l.buildNetwork(ctx); err != nil {
 		return l, fmt.Errorf("building the network: %w", err)
 	}
@@ -337,4 +347,28 @@ func (l *Lab) AgentPID(n *Node) int {
 		return 0
 	}
 	return n.agent.cmd.Process.Pid
+}
+
+// StopAgent sends SIGTERM to n's agent, as the kubelet does, and waits for
+// it to exit. It fails when the agent does not exit within grace or exits
+// with an error.
+func (l *Lab) StopAgent(n *Node, grace time.Duration) error {
+	p := n.agent
+	if p == nil {
+		return fmt.Errorf("no agent started on %s", n.Name)
+	}
+	pid := p.cmd.Process.Pid
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return fmt.Errorf("signalling the agent on %s: %w", n.Name, err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+		return fmt.Errorf("the agent on %s did not exit within %s of SIGTERM", n.Name, grace)
+	}
+	l.res.removePID(pid)
+	if !p.cmd.ProcessState.Success() {
+		return fmt.Errorf("the agent on %s exited with %s:\n%s", n.Name, p.cmd.ProcessState, p.tail(20))
+	}
+	return nil
 }

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 )
 
 // The lab drives iproute2 rather than netlink: it is test scaffolding, and
@@ -126,12 +125,4 @@ func (p *proc) tail(n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-func (l *Lab) stop(p *proc) error {
-	err := stopPID(p.cmd.Process.Pid, 10*time.Second)
-	if err == nil {
-		l.res.removePID(p.cmd.Process.Pid)
-	}
-	return err
 }

@@ -33,20 +33,11 @@ func run(ctx context.Context, exit bool) error {
 	if err != nil {
 		return err
 	}
-	bin, err := os.MkdirTemp("", "route-agent-bin-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(bin)
-	fmt.Println("building route-agent and routectl")
-	if err := lab.BuildAgent(ctx, root, bin); err != nil {
-		return err
-	}
 	apiserver, err := lab.KubeAPIServer(ctx, root, os.Stdout)
 	if err != nil {
 		return err
 	}
-	l, err := lab.Up(ctx, lab.Options{BinDir: bin, KubeAPIServer: apiserver, RepoRoot: root, Out: os.Stdout})
+	l, err := lab.Up(ctx, lab.Options{KubeAPIServer: apiserver, RepoRoot: root, Out: os.Stdout})
 	if err != nil {
 		return err
 	}
