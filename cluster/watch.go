@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -175,7 +176,9 @@ func parseConfigMap(cm *corev1.ConfigMap) (*bgpconfig.Config, error) {
 }
 
 func nodeFrom(o *corev1.Node, log *slog.Logger) Node {
-	n := Node{Name: o.Name, Labels: o.Labels}
+	// A copy: snapshots outlive the informer's objects and must never
+	// alias the cache.
+	n := Node{Name: o.Name, Labels: maps.Clone(o.Labels)}
 	for _, a := range o.Status.Addresses {
 		if a.Type != corev1.NodeInternalIP {
 			continue

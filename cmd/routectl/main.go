@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"time"
 
@@ -86,7 +87,15 @@ func (g *globals) call(cmd *cobra.Command, f func(context.Context, apiv1.AgentCl
 	if _, err := os.Stat(g.socket); err != nil {
 		return fmt.Errorf("route-agent is not running on this node or uses another socket: %w (set --socket)", err)
 	}
-	conn, err := grpc.NewClient("unix://"+g.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// Dial the path as given: a "unix://" target would be parsed as a URL,
+	// mangling relative paths and names with '#', '?' or '%'.
+	socket := g.socket
+	conn, err := grpc.NewClient("passthrough:///route-agent",
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		}))
 	if err != nil {
 		return fmt.Errorf("connecting to %s: %w", g.socket, err)
 	}

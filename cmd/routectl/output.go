@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -56,9 +57,9 @@ func printPeers(w io.Writer, format string, peers []*apiv1.BGPPeerFamily) error 
 // hostPort prints 10.0.0.1:179 and [fd00::1]:179.
 func hostPort(addr string, port uint32) string {
 	if a, err := netip.ParseAddr(addr); err == nil {
-		return netip.AddrPortFrom(a, uint16(port)).String()
+		addr = a.String()
 	}
-	return addr + ":" + strconv.Itoa(int(port))
+	return net.JoinHostPort(addr, strconv.FormatUint(uint64(port), 10))
 }
 
 func printStatus(w io.Writer, format string, s *apiv1.StatusResponse) error {
@@ -83,7 +84,11 @@ func printStatus(w io.Writer, format string, s *apiv1.StatusResponse) error {
 		fmt.Fprintf(tw, "BGP config:\t%s resourceVersion %s in force\n", c.GetSource(), c.GetAppliedResourceVersion())
 	}
 	if c.GetError() != "" {
-		fmt.Fprintf(tw, "BGP config error:\tresourceVersion %s rejected, the version above stays in force:\n", c.GetErrorResourceVersion())
+		kept := "the version above stays in force"
+		if c.GetAppliedResourceVersion() == "" {
+			kept = "no configuration is in force"
+		}
+		fmt.Fprintf(tw, "BGP config error:\tresourceVersion %s rejected, %s:\n", c.GetErrorResourceVersion(), kept)
 		for _, line := range strings.Split(c.GetError(), "\n") {
 			fmt.Fprintf(tw, "\t  %s\n", line)
 		}

@@ -1,0 +1,396 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	apiv1 "routeagent.io/route-agent/api/v1"
+)
+
+func samplePeers() []*apiv1.BGPPeerFamily {
+	return []*apiv1.BGPPeerFamily{
+		{
+			LocalAs: 64513, PeerAs: 64512, PeerAddress: "10.0.0.1", PeerPort: 179,
+			SessionState: "established", UptimeSeconds: 3723, Family: "ipv4/unicast",
+			Received: 12, Advertised: 3,
+		},
+		{
+			LocalAs: 64513, PeerAs: 64512, PeerAddress: "fd00::1", PeerPort: 179,
+			SessionState: "active", UptimeSeconds: 0, Family: "ipv6/unicast",
+		},
+	}
+}
+
+func TestPrintPeersTable(t *testing.T) {
+	tests := []struct {
+		desc  string
+		peers []*apiv1.BGPPeerFamily
+		want  string
+	}{
+		{
+			desc:  "IPv4 and IPv6",
+			peers: samplePeers(),
+			// Columns are padded to the widest cell plus 3 spaces; the last
+			// column is not padded.
+			want: "" +
+				"Local AS   Peer AS   Peer Address    Session       Uptime   Family         Received   Advertised\n" +
+				"64513      64512     10.0.0.1:179    established   1h2m3s   ipv4/unicast   12         3\n" +
+				"64513      64512     [fd00::1]:179   active        0s       ipv6/unicast   0          0\n",
+		},
+		{
+			desc: "wide values widen their columns",
+			peers: []*apiv1.BGPPeerFamily{{
+				LocalAs: 4200000000, PeerAs: 4200000001, PeerAddress: "2001:db8:1234:5678::abcd", PeerPort: 1179,
+				SessionState: "openconfirm", UptimeSeconds: 90061, Family: "ipv6/unicast",
+				Received: 1234567, Advertised: 89,
+			}},
+			want: "" +
+				"Local AS     Peer AS      Peer Address                      Session       Uptime    Family         Received   Advertised\n" +
+				"4200000000   4200000001   [2001:db8:1234:5678::abcd]:1179   openconfirm   25h1m1s   ipv6/unicast   1234567    89\n",
+		},
+		{
+			desc: "not an IP address",
+			peers: []*apiv1.BGPPeerFamily{{
+				LocalAs: 1, PeerAs: 2, PeerAddress: "peer.example", PeerPort: 179,
+				SessionState: "idle", Family: "ipv4/unicast",
+			}},
+			want: "" +
+				"Local AS   Peer AS   Peer Address       Session   Uptime   Family         Received   Advertised\n" +
+				"1          2         peer.example:179   idle      0s       ipv4/unicast   0          0\n",
+		},
+		{
+			desc:  "empty",
+			peers: nil,
+			want:  "No BGP peers selected for this node (see `routectl status`).\n",
+		},
+		{
+			desc:  "empty, not nil",
+			peers: []*apiv1.BGPPeerFamily{},
+			want:  "No BGP peers selected for this node (see `routectl status`).\n",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			var b bytes.Buffer
+			if err := printPeers(&b, "table", tc.peers); err != nil {
+				t.Fatalf("printPeers: %v", err)
+			}
+			if diff := cmp.Diff(tc.want, b.String()); diff != "" {
+				t.Errorf("printPeers table (-want +got):\n%s\ngot:\n%s", diff, b.String())
+			}
+		})
+	}
+}
+
+func TestHostPort(t *testing.T) {
+	tests := []struct {
+		addr string
+		port uint32
+		want string
+	}{
+		{"10.0.0.1", 179, "10.0.0.1:179"},
+		{"fd00::1", 179, "[fd00::1]:179"},
+		{"fd00:0:0::1", 1179, "[fd00::1]:1179"}, // printed in canonical form
+		{"::ffff:10.0.0.1", 179, "[::ffff:10.0.0.1]:179"},
+		{"fe80::1%eth0", 179, "[fe80::1%eth0]:179"},
+		{"peer.example", 179, "peer.example:179"},
+		{"10.0.0.1", 0, "10.0.0.1:0"},
+		{"10.0.0.1", 65535, "10.0.0.1:65535"},
+	}
+	for _, tc := range tests {
+		if got := hostPort(tc.addr, tc.port); got != tc.want {
+			t.Errorf("hostPort(%q, %d) = %q, want %q", tc.addr, tc.port, got, tc.want)
+		}
+	}
+}
+
+func TestHostPortOutOfRange(t *testing.T) {
+	// peer_port is a uint32 on the wire: print what came, never truncate.
+	if got := hostPort("10.0.0.1", 65536+179); got != "10.0.0.1:65715" {
+		t.Errorf("hostPort = %q, want %q", got, "10.0.0.1:65715")
+	}
+}
+
+func TestPrintPeersJSON(t *testing.T) {
+	var b bytes.Buffer
+	if err := printPeers(&b, "json", samplePeers()); err != nil {
+		t.Fatalf("printPeers: %v", err)
+	}
+	want := `[
+  {
+    "localAS": 64513,
+    "peerAS": 64512,
+    "peerAddress": "10.0.0.1",
+    "peerPort": 179,
+    "sessionState": "established",
+    "uptimeSeconds": 3723,
+    "family": "ipv4/unicast",
+    "received": 12,
+    "advertised": 3
+  },
+  {
+    "localAS": 64513,
+    "peerAS": 64512,
+    "peerAddress": "fd00::1",
+    "peerPort": 179,
+    "sessionState": "active",
+    "uptimeSeconds": 0,
+    "family": "ipv6/unicast",
+    "received": 0,
+    "advertised": 0
+  }
+]
+`
+	if diff := cmp.Diff(want, b.String()); diff != "" {
+		t.Errorf("printPeers json (-want +got):\n%s", diff)
+	}
+
+	// The field names are the contract: exactly these, on every row, even
+	// when the values are zero.
+	var rows []map[string]any
+	if err := json.Unmarshal(b.Bytes(), &rows); err != nil {
+		t.Fatalf("output is not JSON: %v", err)
+	}
+	wantKeys := []string{"advertised", "family", "localAS", "peerAS", "peerAddress", "peerPort", "received", "sessionState", "uptimeSeconds"}
+	for i, r := range rows {
+		var keys []string
+		for k := range r {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		if diff := cmp.Diff(wantKeys, keys); diff != "" {
+			t.Errorf("row %d keys (-want +got):\n%s", i, diff)
+		}
+	}
+}
+
+func TestPrintPeersJSONLargeValues(t *testing.T) {
+	var b bytes.Buffer
+	peers := []*apiv1.BGPPeerFamily{{LocalAs: 4294967295, PeerAs: 4200000000, Received: 1 << 40, Advertised: 1<<64 - 1, UptimeSeconds: 1 << 40}}
+	if err := printPeers(&b, "json", peers); err != nil {
+		t.Fatalf("printPeers: %v", err)
+	}
+	var rows []peerRow
+	if err := json.Unmarshal(b.Bytes(), &rows); err != nil {
+		t.Fatalf("output is not JSON: %v", err)
+	}
+	want := []peerRow{{LocalAS: 4294967295, PeerAS: 4200000000, Received: 1 << 40, Advertised: 1<<64 - 1, UptimeSeconds: 1 << 40}}
+	if diff := cmp.Diff(want, rows); diff != "" {
+		t.Errorf("round trip (-want +got):\n%s", diff)
+	}
+}
+
+func TestPrintPeersJSONEmpty(t *testing.T) {
+	for _, peers := range [][]*apiv1.BGPPeerFamily{nil, {}} {
+		var b bytes.Buffer
+		if err := printPeers(&b, "json", peers); err != nil {
+			t.Fatalf("printPeers: %v", err)
+		}
+		if b.String() != "[]\n" {
+			t.Errorf("printPeers(json, %#v) = %q, want %q", peers, b.String(), "[]\n")
+		}
+	}
+}
+
+func TestPrintStatusTable(t *testing.T) {
+	tests := []struct {
+		desc string
+		in   *apiv1.StatusResponse
+		want string
+	}{
+		{
+			desc: "healthy",
+			in: &apiv1.StatusResponse{
+				NodeName: "node-a", NodeKnown: true,
+				NodeIps:   []string{"10.0.0.1", "fd00::1"},
+				PodCidrs:  []string{"10.244.0.0/24", "fd00:244::/64"},
+				BgpConfig: &apiv1.ConfigStatus{Source: "kube-system/bgp-config", Present: true, AppliedResourceVersion: "100"},
+			},
+			want: "" +
+				"Node:        node-a\n" +
+				"Node IPs:    10.0.0.1, fd00::1\n" +
+				"Pod CIDRs:   10.244.0.0/24, fd00:244::/64\n" +
+				"BGP config:  kube-system/bgp-config resourceVersion 100 in force\n",
+		},
+		{
+			desc: "node not seen, no configmap",
+			in: &apiv1.StatusResponse{
+				NodeName:  "node-a",
+				BgpConfig: &apiv1.ConfigStatus{Source: "kube-system/bgp-config"},
+			},
+			want: "" +
+				"Node:        node-a (Node object not seen yet)\n" +
+				"Node IPs:    none\n" +
+				"Pod CIDRs:   none\n" +
+				"BGP config:  kube-system/bgp-config not found: no peers\n",
+		},
+		{
+			desc: "rejected multi-line config error, warnings, apply error",
+			in: &apiv1.StatusResponse{
+				NodeName: "node-a", NodeKnown: true,
+				NodeIps:  []string{"10.0.0.1"},
+				PodCidrs: []string{"10.244.0.0/24"},
+				BgpConfig: &apiv1.ConfigStatus{
+					Source: "kube-system/bgp-config", Present: true, AppliedResourceVersion: "100",
+					Error:                "peers[0].peer-address: invalid IP address \"10.0.0.300\"\npeers[1].peer-asn: missing",
+					ErrorResourceVersion: "101",
+				},
+				Warnings:      []string{"peers 0 and 1 select this node with different router-ids", "second warning"},
+				BgpApplyError: "adding peer 10.0.0.1: boom",
+			},
+			want: "" +
+				"Node:              node-a\n" +
+				"Node IPs:          10.0.0.1\n" +
+				"Pod CIDRs:         10.244.0.0/24\n" +
+				"BGP config:        kube-system/bgp-config resourceVersion 100 in force\n" +
+				"BGP config error:  resourceVersion 101 rejected, the version above stays in force:\n" +
+				"                     peers[0].peer-address: invalid IP address \"10.0.0.300\"\n" +
+				"                     peers[1].peer-asn: missing\n" +
+				"Warning:           peers 0 and 1 select this node with different router-ids\n" +
+				"Warning:           second warning\n" +
+				"BGP apply error:   adding peer 10.0.0.1: boom\n",
+		},
+		{
+			desc: "present but nothing valid yet",
+			in: &apiv1.StatusResponse{
+				NodeName: "node-a", NodeKnown: true,
+				BgpConfig: &apiv1.ConfigStatus{Source: "kube-system/bgp-config", Present: true},
+			},
+			want: "" +
+				"Node:        node-a\n" +
+				"Node IPs:    none\n" +
+				"Pod CIDRs:   none\n" +
+				"BGP config:  kube-system/bgp-config: no valid version yet\n",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			var b bytes.Buffer
+			if err := printStatus(&b, "table", tc.in); err != nil {
+				t.Fatalf("printStatus: %v", err)
+			}
+			if diff := cmp.Diff(tc.want, b.String()); diff != "" {
+				t.Errorf("printStatus table (-want +got):\n%s\ngot:\n%s", diff, b.String())
+			}
+		})
+	}
+}
+
+// Every line of a config error is shown together with the rejected version,
+// whatever else the status holds.
+func TestPrintStatusTableErrorLines(t *testing.T) {
+	errLines := []string{
+		"invalid YAML: error converting YAML to JSON: yaml: line 3: did not find expected key",
+		`peers[0]: unknown field "peer-adress" (did you mean "peer-address"?)`,
+		"peers[0].peer-address: missing",
+	}
+	in := &apiv1.StatusResponse{
+		NodeName: "n",
+		BgpConfig: &apiv1.ConfigStatus{
+			Source: "kube-system/bgp-config", Present: true,
+			Error: strings.Join(errLines, "\n"), ErrorResourceVersion: "4711",
+		},
+	}
+	var b bytes.Buffer
+	if err := printStatus(&b, "table", in); err != nil {
+		t.Fatalf("printStatus: %v", err)
+	}
+	out := b.String()
+	if !strings.Contains(out, "resourceVersion 4711 rejected") {
+		t.Errorf("output does not name the rejected resourceVersion 4711:\n%s", out)
+	}
+	if !strings.Contains(out, "no valid version yet") {
+		t.Errorf("output does not say that no version is in force:\n%s", out)
+	}
+	for _, l := range errLines {
+		if !strings.Contains(out, "  "+l+"\n") {
+			t.Errorf("output lacks error line %q:\n%s", l, out)
+		}
+	}
+}
+
+func TestPrintStatusJSON(t *testing.T) {
+	in := &apiv1.StatusResponse{
+		NodeName: "node-a", NodeKnown: true,
+		NodeIps:  []string{"10.0.0.1", "fd00::1"},
+		PodCidrs: []string{"10.244.0.0/24"},
+		BgpConfig: &apiv1.ConfigStatus{
+			Source: "kube-system/bgp-config", Present: true, AppliedResourceVersion: "100",
+			Error: "line one\nline two", ErrorResourceVersion: "101",
+		},
+		Warnings:      []string{"w1"},
+		BgpApplyError: "boom",
+	}
+	var b bytes.Buffer
+	if err := printStatus(&b, "json", in); err != nil {
+		t.Fatalf("printStatus: %v", err)
+	}
+	want := `{
+  "nodeName": "node-a",
+  "nodeKnown": true,
+  "nodeIPs": [
+    "10.0.0.1",
+    "fd00::1"
+  ],
+  "podCIDRs": [
+    "10.244.0.0/24"
+  ],
+  "bgpConfig": {
+    "source": "kube-system/bgp-config",
+    "present": true,
+    "appliedResourceVersion": "100",
+    "error": "line one\nline two",
+    "errorResourceVersion": "101"
+  },
+  "warnings": [
+    "w1"
+  ],
+  "bgpApplyError": "boom"
+}
+`
+	if diff := cmp.Diff(want, b.String()); diff != "" {
+		t.Errorf("printStatus json (-want +got):\n%s", diff)
+	}
+}
+
+func TestPrintStatusJSONEmptyArrays(t *testing.T) {
+	for _, in := range []*apiv1.StatusResponse{
+		{NodeName: "node-a", BgpConfig: &apiv1.ConfigStatus{Source: "kube-system/bgp-config"}},
+		{NodeName: "node-a"}, // no bgp_config at all
+		nil,
+	} {
+		var b bytes.Buffer
+		if err := printStatus(&b, "json", in); err != nil {
+			t.Fatalf("printStatus: %v", err)
+		}
+		out := b.String()
+		if strings.Contains(out, "null") {
+			t.Errorf("JSON contains null:\n%s", out)
+		}
+		var got map[string]any
+		if err := json.Unmarshal(b.Bytes(), &got); err != nil {
+			t.Fatalf("not JSON: %v\n%s", err, out)
+		}
+		for _, k := range []string{"nodeIPs", "podCIDRs", "warnings"} {
+			if v, ok := got[k].([]any); !ok || len(v) != 0 {
+				t.Errorf("%s = %#v, want []", k, got[k])
+			}
+		}
+		if _, ok := got["bgpApplyError"]; ok {
+			t.Errorf("bgpApplyError present although empty:\n%s", out)
+		}
+		cfg, ok := got["bgpConfig"].(map[string]any)
+		if !ok {
+			t.Fatalf("bgpConfig = %#v, want an object", got["bgpConfig"])
+		}
+		wantCfg := map[string]any{"source": in.GetBgpConfig().GetSource(), "present": false, "appliedResourceVersion": ""}
+		if diff := cmp.Diff(wantCfg, cfg); diff != "" {
+			t.Errorf("bgpConfig (-want +got):\n%s", diff)
+		}
+	}
+}
