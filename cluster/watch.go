@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -33,9 +32,7 @@ type WatchOptions struct {
 	NodeName string
 	// BGPConfig is the namespace and name of the bgp-config ConfigMap.
 	BGPConfig types.NamespacedName
-	// Resync is the informers' resync period; zero disables it.
-	Resync time.Duration
-	Logger *slog.Logger
+	Logger    *slog.Logger
 }
 
 // Watch runs informers for Nodes and the bgp-config ConfigMap and calls
@@ -48,10 +45,13 @@ func Watch(ctx context.Context, opts WatchOptions, publish func(*Snapshot)) erro
 	if log == nil {
 		log = slog.Default()
 	}
-	nodeFactory := informers.NewSharedInformerFactory(opts.Client, opts.Resync)
+	// No informer resync: the caches stay current through the watch, and
+	// the agent's reconcile loop re-applies the desired state on its own
+	// period.
+	nodeFactory := informers.NewSharedInformerFactory(opts.Client, 0)
 	// Only the one ConfigMap: the agent's RBAC allows no more, and every
 	// node watching all ConfigMaps of kube-system would load the API server.
-	cmFactory := informers.NewSharedInformerFactoryWithOptions(opts.Client, opts.Resync,
+	cmFactory := informers.NewSharedInformerFactoryWithOptions(opts.Client, 0,
 		informers.WithNamespace(opts.BGPConfig.Namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", opts.BGPConfig.Name).String()

@@ -107,7 +107,6 @@ func run(ctx context.Context, o options) error {
 			Client:    client,
 			NodeName:  o.nodeName,
 			BGPConfig: types.NamespacedName{Namespace: ns, Name: name},
-			Resync:    o.resync,
 			Logger:    log,
 		}, a.publish)
 	}()
