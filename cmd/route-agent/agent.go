@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -70,9 +71,14 @@ func (a *agent) reconcileLoop(ctx context.Context, resync time.Duration) error {
 
 func (a *agent) apply(ctx context.Context, s *cluster.Snapshot) error {
 	d, warnings := bgp.Plan(s)
-	for _, w := range warnings {
-		a.log.Warn("bgp plan", "warning", w)
+	a.mu.Lock()
+	// Every snapshot is planned again; say a warning once, not per event.
+	if !slices.Equal(warnings, a.warnings) {
+		for _, w := range warnings {
+			a.log.Warn("bgp plan", "warning", w)
+		}
 	}
+	a.mu.Unlock()
 	err := a.speaker.Set(ctx, d)
 	if err != nil {
 		a.log.Error("applying bgp plan", "err", err)
