@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/events"
 
 	bgpconfig "routeagent.io/route-agent/bgp/config"
 )
@@ -33,6 +34,9 @@ type WatchOptions struct {
 	// BGPConfig is the namespace and name of the bgp-config ConfigMap.
 	BGPConfig types.NamespacedName
 	Logger    *slog.Logger
+	// Events, when set, records a Warning event on the bgp-config ConfigMap
+	// for each content the agent rejects, so `kubectl describe` shows it.
+	Events events.EventRecorder
 }
 
 // Watch runs informers for Nodes and the bgp-config ConfigMap and calls
@@ -159,6 +163,14 @@ func (b *builder) bgpConfig() BGPConfig {
 		b.cfg.Err, b.cfg.ErrVersion = err, rv
 		b.log.Error("bgp-config rejected; the last good configuration stays in force",
 			"configmap", b.cfg.Source, "resourceVersion", rv, "appliedResourceVersion", b.cfg.AppliedVersion, "err", err)
+		if b.opts.Events != nil {
+			kept := "no configuration is in force"
+			if b.cfg.AppliedVersion != "" {
+				kept = "resourceVersion " + b.cfg.AppliedVersion + " stays in force"
+			}
+			b.opts.Events.Eventf(cm, nil, corev1.EventTypeWarning, "InvalidConfig", "ParseConfig",
+				"route-agent on node %s rejected resourceVersion %s (%s): %v", b.opts.NodeName, rv, kept, err)
+		}
 		return b.cfg
 	}
 	b.cfg.Config, b.cfg.AppliedVersion = cfg, rv

@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/events"
 
 	bgpconfig "routeagent.io/route-agent/bgp/config"
 )
@@ -95,10 +96,10 @@ type watcher struct {
 func startWatch(t *testing.T, nodeName string, objs ...runtime.Object) *watcher {
 	t.Helper()
 	client := fake.NewSimpleClientset(objs...)
-	return startWatchWith(t, client, nodeName)
+	return startWatchWith(t, client, nodeName, nil)
 }
 
-func startWatchWith(t *testing.T, client *fake.Clientset, nodeName string) *watcher {
+func startWatchWith(t *testing.T, client *fake.Clientset, nodeName string, rec events.EventRecorder) *watcher {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &watcher{t: t, client: client, snaps: make(chan *Snapshot), ctx: ctx}
@@ -108,6 +109,7 @@ func startWatchWith(t *testing.T, client *fake.Clientset, nodeName string) *watc
 		NodeName:  nodeName,
 		BGPConfig: bgpConfigName,
 		Logger:    slog.New(slog.DiscardHandler),
+		Events:    rec,
 	}
 	go func() {
 		done <- Watch(ctx, opts, func(s *Snapshot) {
@@ -502,6 +504,35 @@ func TestWatchBGPConfigInvalidAtStart(t *testing.T) {
 	s := w.waitFor("the first snapshot", func(*Snapshot) bool { return true })
 	if !s.BGP.Present || s.BGP.Config != nil || s.BGP.AppliedVersion != "" || s.BGP.ErrVersion != "7" || s.BGP.Err == nil {
 		t.Errorf("first snapshot BGP = %+v, want present, no config, error for rv 7", s.BGP)
+	}
+}
+
+// Each rejected content is recorded once as a Warning event on the
+// ConfigMap, naming the node, the rejected version and the version kept.
+func TestWatchRecordsEventForRejectedConfig(t *testing.T) {
+	rec := events.NewFakeRecorder(10)
+	good := "peers:\n- peer-address: 10.0.0.1\n  peer-asn: 64512\n  my-asn: 64513\n"
+	w := startWatchWith(t, fake.NewSimpleClientset(bgpConfigMap("5", good)), "node-a", rec)
+	w.waitFor("the good config", func(s *Snapshot) bool { return s.BGP.AppliedVersion == "5" })
+	w.updateCM(bgpConfigMap("6", "peers:\n- peer-address: 10.0.0.300\n  peer-asn: 64512\n  my-asn: 64513\n"))
+	w.waitFor("the rejection", func(s *Snapshot) bool { return s.BGP.ErrVersion == "6" })
+	select {
+	case e := <-rec.Events:
+		for _, want := range []string{"Warning", "InvalidConfig", "node-a", "resourceVersion 6", "resourceVersion 5 stays in force", `peers[0].peer-address`, `"10.0.0.300"`} {
+			if !strings.Contains(e, want) {
+				t.Errorf("event %q does not mention %s", e, want)
+			}
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("no event recorded for the rejected config")
+	}
+	// A node change re-plans but does not re-report the same rejection.
+	w.createNode(nodeSpec{name: "node-b"})
+	w.waitFor("node-b", func(s *Snapshot) bool { return findNode(s, "node-b") != nil })
+	select {
+	case e := <-rec.Events:
+		t.Errorf("second event for the same rejected version: %q", e)
+	default:
 	}
 }
 

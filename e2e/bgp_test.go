@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"routeagent.io/route-agent/e2e/lab"
 )
 
@@ -142,6 +144,32 @@ func sessionCounts(ctx context.Context, r *lab.Router, n *lab.Node) (string, err
 	return fmt.Sprintf("established %d times, dropped %d times", nb.Established, nb.Dropped), nil
 }
 
+// waitForEvent waits for a Warning event on the bgp-config ConfigMap whose
+// note mentions every string of want: what `kubectl describe` would show.
+func waitForEvent(ctx context.Context, l *lab.Lab, want []string) error {
+	return lab.WaitFor(ctx, settle, fmt.Sprintf("an event on bgp-config mentioning %q", want), func() error {
+		evs, err := l.Kube.EventsV1().Events("kube-system").List(ctx, metav1.ListOptions{FieldSelector: "regarding.name=bgp-config"})
+		if err != nil {
+			return err
+		}
+		var notes []string
+		for _, e := range evs.Items {
+			if e.Type != "Warning" || e.Reason != "InvalidConfig" {
+				continue
+			}
+			match := true
+			for _, w := range want {
+				match = match && strings.Contains(e.Note, w)
+			}
+			if match {
+				return nil
+			}
+			notes = append(notes, e.Note)
+		}
+		return fmt.Errorf("none of %d events matches: %q", len(notes), notes)
+	})
+}
+
 // A bgp-config that does not parse is reported with peer index, field and
 // value, and the agent keeps its last good configuration and its sessions.
 func TestInvalidConfigKeepsLastGood(t *testing.T) {
@@ -202,6 +230,9 @@ func TestInvalidConfigKeepsLastGood(t *testing.T) {
 					if !strings.Contains(got.BGPConfig.Error, w) {
 						t.Errorf("%s: error %q does not mention %s", node.Name, got.BGPConfig.Error, w)
 					}
+				}
+				if err := waitForEvent(ctx, l, append([]string{"node " + node.Name}, c.want...)); err != nil {
+					t.Error(err)
 				}
 				if got.BGPConfig.AppliedResourceVersion != good.BGPConfig.AppliedResourceVersion {
 					t.Errorf("%s: config in force changed from resourceVersion %s to %s",

@@ -16,8 +16,10 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/events"
 
 	"routeagent.io/route-agent/api/server"
 	"routeagent.io/route-agent/bgp"
@@ -92,6 +94,12 @@ func run(ctx context.Context, o options) error {
 	}
 	log.Info("route-agent starting", "node", o.nodeName, "apiSocket", o.socket, "bgpConfig", o.bgpConfig)
 
+	broadcaster := events.NewBroadcaster(&events.EventSinkImpl{Interface: client.EventsV1()})
+	if err := broadcaster.StartRecordingToSinkWithContext(ctx); err != nil {
+		return fmt.Errorf("starting the event recorder: %w", err)
+	}
+	defer broadcaster.Shutdown()
+
 	speaker := bgp.NewSpeaker(log)
 	a := newAgent(log, speaker)
 	errc := make(chan error, 3)
@@ -108,6 +116,7 @@ func run(ctx context.Context, o options) error {
 			NodeName:  o.nodeName,
 			BGPConfig: types.NamespacedName{Namespace: ns, Name: name},
 			Logger:    log,
+			Events:    broadcaster.NewRecorder(scheme.Scheme, "route-agent"),
 		}, a.publish)
 	}()
 
