@@ -126,7 +126,14 @@ func (s *Speaker) Set(ctx context.Context, d Desired) error {
 			paths = append(paths, p)
 			continue
 		}
-		if err := s.srv.DeletePath(ctx, &api.DeletePathRequest{Uuid: s.uuids[p]}); err != nil {
+		uuid, ok := s.uuids[p]
+		if !ok {
+			// An empty DeletePathRequest withdraws every local path.
+			errs = append(errs, fmt.Errorf("withdrawing %s: no GoBGP uuid recorded", p.Prefix))
+			paths = append(paths, p)
+			continue
+		}
+		if err := s.srv.DeletePath(ctx, &api.DeletePathRequest{Uuid: uuid}); err != nil {
 			errs = append(errs, fmt.Errorf("withdrawing %s: %w", p.Prefix, err))
 			paths = append(paths, p)
 			continue

@@ -2,6 +2,7 @@ package config
 
 import (
 	"testing"
+	"time"
 )
 
 func FuzzParse(f *testing.F) {
@@ -30,7 +31,7 @@ func FuzzParse(f *testing.F) {
 			if !p.Address.IsValid() || p.ASN == 0 || p.MyASN == 0 || p.Port == 0 {
 				t.Fatalf("invalid peer accepted: %+v", p)
 			}
-			if p.HoldTime != 0 && p.KeepaliveTime >= p.HoldTime {
+			if p.HoldTime < 3*time.Second || p.KeepaliveTime >= p.HoldTime {
 				t.Fatalf("peer keepalive %s not below hold time %s", p.KeepaliveTime, p.HoldTime)
 			}
 		}

@@ -175,15 +175,6 @@ var validTests = []parseTest{
 		},
 	},
 	{
-		desc:  "hold-time 0 disables keepalives",
-		input: onePeer("  hold-time: 0s\n"),
-		want: func(testing.TB) *Config {
-			p := peer(0, "10.0.0.1", 64512, 64513)
-			p.HoldTime, p.KeepaliveTime = 0, 0
-			return &Config{Peers: []Peer{p}}
-		},
-	},
-	{
 		desc:  "explicit keepalive-time, hold-time in minutes",
 		input: onePeer("  hold-time: 3m\n  keepalive-time: 1m\n"),
 		want: func(testing.TB) *Config {
@@ -243,17 +234,15 @@ var validTests = []parseTest{
 		},
 	},
 	{
-		desc: "same address on another port or other nodes is not a duplicate",
+		desc: "same address for other nodes is not a duplicate",
 		input: `peers:
 - {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2}
-- {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, peer-port: 1179}
 - {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, node-selectors: [{match-labels: {a: b}}]}
 `,
 		want: func(t testing.TB) *Config {
-			p1, p2 := peer(1, "10.0.0.1", 1, 2), peer(2, "10.0.0.1", 1, 2)
-			p1.Port = 1179
-			p2.NodeSelectors = []labels.Selector{sel(t, "a=b")}
-			return &Config{Peers: []Peer{peer(0, "10.0.0.1", 1, 2), p1, p2}}
+			p1 := peer(1, "10.0.0.1", 1, 2)
+			p1.NodeSelectors = []labels.Selector{sel(t, "a=b")}
+			return &Config{Peers: []Peer{peer(0, "10.0.0.1", 1, 2), p1}}
 		},
 	},
 	{
@@ -420,6 +409,7 @@ var errorTests = []parseTest{
 		wantErr: []string{`peers[2].hold-time: "2s" is below the minimum 3s`},
 	},
 	{desc: "hold-time not a duration", input: onePeer("  hold-time: 90 seconds\n"), wantErr: []string{`peers[0].hold-time: invalid duration "90 seconds"`}},
+	{desc: "hold-time 0", input: onePeer("  hold-time: 0s\n"), wantErr: []string{`peers[0].hold-time: "0s" (no keepalives) is not supported; use 3s or more`}},
 	{desc: "hold-time negative", input: onePeer("  hold-time: -90s\n"), wantErr: []string{`peers[0].hold-time: "-90s" is negative`}},
 	{desc: "hold-time fractional", input: onePeer("  hold-time: 3500ms\n"), wantErr: []string{`peers[0].hold-time: "3500ms" is not a whole number of seconds`}},
 	{desc: "hold-time too long", input: onePeer("  hold-time: 20h\n"), wantErr: []string{`peers[0].hold-time: "20h" exceeds the maximum 65535s`}},
@@ -479,11 +469,13 @@ var errorTests = []parseTest{
 - {peer-address: 10.0.0.9, peer-asn: 1, my-asn: 2, node-selectors: [{match-labels: {a: b}}, {match-labels: {c: d}}]}
 - {peer-address: 10.0.0.9, peer-asn: 1, my-asn: 2, node-selectors: [{match-labels: {c: d}}, {match-labels: {a: b}}]}
 - {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, node-selectors: [{}]}
+- {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, peer-port: 1179}
 `,
 		wantErr: []string{
-			"peers[1]: peer-address 10.0.0.1 with peer-port 179 and the same node-selectors is already defined by peers[0]",
-			"peers[3]: peer-address 10.0.0.9 with peer-port 179 and the same node-selectors is already defined by peers[2]",
-			"peers[4]: peer-address 10.0.0.1 with peer-port 179 and the same node-selectors is already defined by peers[0]",
+			"peers[1]: peer-address 10.0.0.1 with the same node-selectors is already defined by peers[0]",
+			"peers[3]: peer-address 10.0.0.9 with the same node-selectors is already defined by peers[2]",
+			"peers[4]: peer-address 10.0.0.1 with the same node-selectors is already defined by peers[0]",
+			"peers[5]: peer-address 10.0.0.1 with the same node-selectors is already defined by peers[0]",
 		},
 	},
 

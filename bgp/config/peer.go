@@ -115,9 +115,14 @@ func (p *parser) timers(o *object, peer *Peer) {
 		holdOK = false
 		if s, ok := p.str(path, raw); ok {
 			if d, ok := p.seconds(path, s); ok {
-				if d != 0 && d < minHoldTime {
+				switch {
+				case d == 0:
+					// RFC 4271 allows 0 (no keepalives), but GoBGP reads a
+					// zero hold time as "unset" and would use 90s.
+					p.fail(path, s, "%q (no keepalives) is not supported; use %s or more", s, secs(minHoldTime))
+				case d < minHoldTime:
 					p.fail(path, s, "%q is below the minimum %s", s, secs(minHoldTime))
-				} else {
+				default:
 					peer.HoldTime, holdOK = d, true
 				}
 			}
@@ -135,7 +140,7 @@ func (p *parser) timers(o *object, peer *Peer) {
 		return
 	}
 	peer.KeepaliveTime = d
-	if !holdOK || peer.HoldTime == 0 {
+	if !holdOK {
 		return
 	}
 	switch {

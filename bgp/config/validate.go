@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"net/netip"
 	"slices"
 	"strings"
 
@@ -61,11 +60,12 @@ func (p *parser) checkOverlaps() {
 func (p *parser) checkPeers(peers []Peer) {
 	first := map[string]int{}
 	for _, peer := range peers {
-		k := netip.AddrPortFrom(peer.Address, peer.Port).String() + "\x00" + selectorsKey(peer.NodeSelectors)
+		// Not keyed by port: a speaker holds one session per address.
+		k := peer.Address.String() + "\x00" + selectorsKey(peer.NodeSelectors)
 		if i, ok := first[k]; ok {
 			p.fail(index("peers", peer.Index), peer.Address.String(),
-				"peer-address %s with peer-port %d and the same node-selectors is already defined by peers[%d]",
-				peer.Address, peer.Port, i)
+				"peer-address %s with the same node-selectors is already defined by peers[%d]",
+				peer.Address, i)
 			continue
 		}
 		first[k] = peer.Index

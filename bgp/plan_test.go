@@ -1,0 +1,883 @@
+package bgp
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"routeagent.io/route-agent/bgp/config"
+	"routeagent.io/route-agent/cluster"
+)
+
+var planCmpOpts = cmp.Options{
+	cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
+	cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }),
+}
+
+// parseConfig parses a bgp-config config.yaml and fails the test if it is
+// invalid: Plan only ever sees configurations that parsed.
+func parseConfig(t testing.TB, yaml string) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse([]byte(yaml))
+	if err != nil {
+		t.Fatalf("config.Parse:\n%s\nerror: %v", yaml, err)
+	}
+	return cfg
+}
+
+func addrs(ss ...string) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range ss {
+		out = append(out, netip.MustParseAddr(s))
+	}
+	return out
+}
+
+func prefixes(ss ...string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range ss {
+		out = append(out, netip.MustParsePrefix(s))
+	}
+	return out
+}
+
+// peerWithDefaults is the Peer that a config peer with only peer-address,
+// peer-asn and my-asn produces.
+func peerWithDefaults(addr string, asn, localASN uint32) Peer {
+	return Peer{
+		Address:       netip.MustParseAddr(addr),
+		Port:          179,
+		ASN:           asn,
+		LocalASN:      localASN,
+		HoldTime:      90 * time.Second,
+		KeepaliveTime: 30 * time.Second,
+	}
+}
+
+func path(prefix, nextHop string) Path {
+	return Path{Prefix: netip.MustParsePrefix(prefix), NextHop: netip.MustParseAddr(nextHop)}
+}
+
+// worker is a typical single-stack node.
+func worker(labels map[string]string) *cluster.Node {
+	return &cluster.Node{
+		Name:        "worker-1",
+		Labels:      labels,
+		InternalIPs: addrs("10.4.36.10"),
+		PodCIDRs:    prefixes("10.244.1.0/24"),
+	}
+}
+
+func snapshot(self *cluster.Node, cfg *config.Config) *cluster.Snapshot {
+	s := &cluster.Snapshot{
+		NodeName: "worker-1",
+		Self:     self,
+		BGP:      cluster.BGPConfig{Source: "metallb-system/bgp-config", Present: cfg != nil, Config: cfg},
+	}
+	if self != nil {
+		s.NodeName = self.Name
+		s.Nodes = []cluster.Node{*self}
+	}
+	return s
+}
+
+const twoToRs = `
+peers:
+- peer-address: 10.4.36.238
+  peer-asn: 64524
+  my-asn: 64513
+- peer-address: 10.4.36.239
+  peer-asn: 64524
+  my-asn: 64513
+`
+
+func TestPlan(t *testing.T) {
+	// Configurations are parsed up front so that a broken YAML string
+	// fails the whole test, not one case.
+	var (
+		cfgTwoToRs = parseConfig(t, twoToRs)
+
+		cfgMatchLabels = parseConfig(t, `
+peers:
+- peer-address: 10.4.36.250
+  peer-asn: 64512
+  my-asn: 64512
+  node-selectors:
+  - match-labels:
+      kubernetes/route: bgp-peer-83
+- peer-address: 10.4.36.251
+  peer-asn: 64512
+  my-asn: 64512
+  node-selectors:
+  - match-labels:
+      kubernetes/route: bgp-peer-84
+- peer-address: 10.4.36.252
+  peer-asn: 64512
+  my-asn: 64512
+  node-selectors:
+  - match-labels:
+      kubernetes/route: bgp-peer-83
+      rack: r2
+`)
+		cfgMatchExpressions = parseConfig(t, `
+peers:
+- peer-address: 10.4.36.1
+  peer-asn: 64512
+  my-asn: 64513
+  node-selectors:
+  - match-expressions:
+    - key: kubernetes/route
+      operator: In
+      values: [bgp-peer-83, bgp-peer-84]
+- peer-address: 10.4.36.2
+  peer-asn: 64512
+  my-asn: 64513
+  node-selectors:
+  - match-expressions:
+    - key: kubernetes/route
+      operator: NotIn
+      values: [bgp-peer-83]
+- peer-address: 10.4.36.3
+  peer-asn: 64512
+  my-asn: 64513
+  node-selectors:
+  - match-expressions:
+    - key: rack
+      operator: Exists
+- peer-address: 10.4.36.4
+  peer-asn: 64512
+  my-asn: 64513
+  node-selectors:
+  - match-expressions:
+    - key: rack
+      operator: DoesNotExist
+- peer-address: 10.4.36.5
+  peer-asn: 64512
+  my-asn: 64513
+  node-selectors:
+  - match-expressions:
+    - key: kubernetes/route
+      operator: In
+      values: [bgp-peer-83]
+    - key: rack
+      operator: In
+      values: [r9]
+`)
+		// Selectors are ORed: the second one matches.
+		cfgOredSelectors = parseConfig(t, `
+peers:
+- peer-address: 10.4.36.1
+  peer-asn: 64512
+  my-asn: 64513
+  node-selectors:
+  - match-labels:
+      rack: r9
+  - match-expressions:
+    - key: kubernetes/route
+      operator: In
+      values: [bgp-peer-83]
+`)
+		cfgMixedSelectors = parseConfig(t, `
+peers:
+- peer-address: 10.4.36.1
+  peer-asn: 64512
+  my-asn: 64513
+- peer-address: 10.4.36.2
+  peer-asn: 64512
+  my-asn: 64513
+  node-selectors:
+  - match-labels:
+      role: special
+`)
+		cfgTwoMyASNs = parseConfig(t, `
+peers:
+- peer-address: 10.4.36.2
+  peer-asn: 64600
+  my-asn: 64514
+- peer-address: 10.4.36.1
+  peer-asn: 64524
+  my-asn: 64513
+`)
+		// The first peer in the config is not selected: Global.ASN comes
+		// from the first selected one.
+		cfgFirstNotSelected = parseConfig(t, `
+peers:
+- peer-address: 10.4.36.1
+  peer-asn: 64600
+  my-asn: 64999
+  node-selectors:
+  - match-labels:
+      role: special
+- peer-address: 10.4.36.2
+  peer-asn: 64524
+  my-asn: 64513
+`)
+		cfgRouterID = parseConfig(t, `
+peers:
+- peer-address: 10.4.36.1
+  peer-asn: 64524
+  my-asn: 64513
+- peer-address: 10.4.36.2
+  peer-asn: 64524
+  my-asn: 64513
+  router-id: 192.0.2.7
+`)
+		cfgSameRouterIDs = parseConfig(t, `
+peers:
+- peer-address: 10.4.36.1
+  peer-asn: 64524
+  my-asn: 64513
+  router-id: 192.0.2.7
+- peer-address: 10.4.36.2
+  peer-asn: 64524
+  my-asn: 64513
+  router-id: 192.0.2.7
+`)
+		cfgConflictingRouterIDs = parseConfig(t, `
+peers:
+- peer-address: 10.4.36.2
+  peer-asn: 64524
+  my-asn: 64513
+  router-id: 192.0.2.7
+- peer-address: 10.4.36.1
+  peer-asn: 64524
+  my-asn: 64513
+  router-id: 192.0.2.8
+`)
+		cfgUnselectedRouterID = parseConfig(t, `
+peers:
+- peer-address: 10.4.36.1
+  peer-asn: 64524
+  my-asn: 64513
+- peer-address: 10.4.36.2
+  peer-asn: 64524
+  my-asn: 64513
+  router-id: 192.0.2.7
+  node-selectors:
+  - match-labels:
+      role: special
+`)
+		// The same address selected twice: allowed by the config because
+		// the selectors differ (though both match every node here).
+		cfgDupAddress = parseConfig(t, `
+peers:
+- peer-address: 10.4.36.1
+  peer-asn: 64524
+  my-asn: 64513
+  peer-port: 1179
+- peer-address: 10.4.36.2
+  peer-asn: 64524
+  my-asn: 64513
+- peer-address: 10.4.36.1
+  peer-asn: 64525
+  my-asn: 64513
+  router-id: 192.0.2.9
+  node-selectors:
+  - match-expressions:
+    - {key: zone, operator: NotIn, values: [nowhere]}
+`)
+		// The same address and port, allowed because the selectors differ.
+		cfgDupAddressSelectors = parseConfig(t, `
+peers:
+- peer-address: 10.4.36.1
+  peer-asn: 64524
+  my-asn: 64513
+  node-selectors:
+  - match-labels:
+      rack: r1
+- peer-address: 10.4.36.1
+  peer-asn: 64524
+  my-asn: 64513
+  node-selectors:
+  - match-labels:
+      kubernetes/route: bgp-peer-83
+`)
+		cfgAllFields = parseConfig(t, `
+peers:
+- peer-address: 10.4.36.1
+  peer-asn: 64524
+  my-asn: 64513
+  peer-port: 1179
+  hold-time: 9s
+  keepalive-time: 3s
+  source-address: 10.4.36.10
+  password: s3cret
+  ebgp-multihop: true
+`)
+		cfgV6Peer = parseConfig(t, `
+peers:
+- peer-address: fd00::1
+  peer-asn: 64524
+  my-asn: 64513
+`)
+		cfgUnsorted = parseConfig(t, `
+peers:
+- peer-address: fd00::1
+  peer-asn: 64524
+  my-asn: 64513
+- peer-address: 10.4.36.239
+  peer-asn: 64524
+  my-asn: 64513
+- peer-address: 10.4.36.30
+  peer-asn: 64524
+  my-asn: 64513
+- peer-address: 10.4.36.4
+  peer-asn: 64524
+  my-asn: 64513
+`)
+		cfgEmpty = parseConfig(t, ``)
+	)
+
+	r83 := map[string]string{"kubernetes/route": "bgp-peer-83", "rack": "r1"}
+
+	for _, tc := range []struct {
+		desc     string
+		snapshot *cluster.Snapshot
+		want     Desired
+		// wantWarnings are substrings, one per expected warning, in order.
+		wantWarnings []string
+	}{
+		{
+			desc:     "no Self node",
+			snapshot: snapshot(nil, cfgTwoToRs),
+		},
+		{
+			desc:     "nil config",
+			snapshot: snapshot(worker(r83), nil),
+		},
+		{
+			desc: "nil config, config map present but never parsed",
+			snapshot: &cluster.Snapshot{NodeName: "worker-1", Self: worker(r83), BGP: cluster.BGPConfig{
+				Present: true, Err: errString("bad"), ErrVersion: "2",
+			}},
+		},
+		{
+			desc:     "config without peers",
+			snapshot: snapshot(worker(r83), cfgEmpty),
+		},
+		{
+			desc:     "no matching peers",
+			snapshot: snapshot(worker(map[string]string{"kubernetes/route": "bgp-peer-99"}), cfgMatchLabels),
+		},
+		{
+			desc:     "no matching peers, node without labels",
+			snapshot: snapshot(worker(nil), cfgMatchLabels),
+		},
+		{
+			desc:     "peers without selectors apply to every node",
+			snapshot: snapshot(worker(nil), cfgTwoToRs),
+			want: Desired{
+				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
+				Peers: []Peer{
+					peerWithDefaults("10.4.36.238", 64524, 64513),
+					peerWithDefaults("10.4.36.239", 64524, 64513),
+				},
+				Paths: []Path{path("10.244.1.0/24", "10.4.36.10")},
+			},
+		},
+		{
+			desc:     "peers without selectors apply to a labelled node too",
+			snapshot: snapshot(worker(r83), cfgTwoToRs),
+			want: Desired{
+				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
+				Peers: []Peer{
+					peerWithDefaults("10.4.36.238", 64524, 64513),
+					peerWithDefaults("10.4.36.239", 64524, 64513),
+				},
+				Paths: []Path{path("10.244.1.0/24", "10.4.36.10")},
+			},
+		},
+		{
+			desc:     "match-labels selects the peers whose labels all match",
+			snapshot: snapshot(worker(r83), cfgMatchLabels),
+			want: Desired{
+				Global: Global{ASN: 64512, RouterID: netip.MustParseAddr("10.4.36.10")},
+				Peers:  []Peer{peerWithDefaults("10.4.36.250", 64512, 64512)},
+				Paths:  []Path{path("10.244.1.0/24", "10.4.36.10")},
+			},
+		},
+		{
+			desc:     "match-labels with every label of a multi-label selector",
+			snapshot: snapshot(worker(map[string]string{"kubernetes/route": "bgp-peer-83", "rack": "r2"}), cfgMatchLabels),
+			want: Desired{
+				Global: Global{ASN: 64512, RouterID: netip.MustParseAddr("10.4.36.10")},
+				Peers: []Peer{
+					peerWithDefaults("10.4.36.250", 64512, 64512),
+					peerWithDefaults("10.4.36.252", 64512, 64512),
+				},
+				Paths: []Path{path("10.244.1.0/24", "10.4.36.10")},
+			},
+		},
+		{
+			desc:     "match-expressions In and Exists",
+			snapshot: snapshot(worker(r83), cfgMatchExpressions),
+			want: Desired{
+				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
+				Peers: []Peer{
+					peerWithDefaults("10.4.36.1", 64512, 64513),
+					peerWithDefaults("10.4.36.3", 64512, 64513),
+				},
+				Paths: []Path{path("10.244.1.0/24", "10.4.36.10")},
+			},
+		},
+		{
+			desc:     "match-expressions NotIn and DoesNotExist",
+			snapshot: snapshot(worker(map[string]string{"kubernetes/route": "bgp-peer-84"}), cfgMatchExpressions),
+			want: Desired{
+				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
+				Peers: []Peer{
+					peerWithDefaults("10.4.36.1", 64512, 64513),
+					peerWithDefaults("10.4.36.2", 64512, 64513),
+					peerWithDefaults("10.4.36.4", 64512, 64513),
+				},
+				Paths: []Path{path("10.244.1.0/24", "10.4.36.10")},
+			},
+		},
+		{
+			desc:     "match-expressions of one selector are ANDed",
+			snapshot: snapshot(worker(map[string]string{"kubernetes/route": "bgp-peer-83", "rack": "r9"}), cfgMatchExpressions),
+			want: Desired{
+				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
+				Peers: []Peer{
+					peerWithDefaults("10.4.36.1", 64512, 64513),
+					peerWithDefaults("10.4.36.3", 64512, 64513),
+					peerWithDefaults("10.4.36.5", 64512, 64513),
+				},
+				Paths: []Path{path("10.244.1.0/24", "10.4.36.10")},
+			},
+		},
+		{
+			desc:     "node-selectors are ORed",
+			snapshot: snapshot(worker(r83), cfgOredSelectors),
+			want: Desired{
+				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
+				Peers:  []Peer{peerWithDefaults("10.4.36.1", 64512, 64513)},
+				Paths:  []Path{path("10.244.1.0/24", "10.4.36.10")},
+			},
+		},
+		{
+			desc:     "peer without selectors next to an unselected peer",
+			snapshot: snapshot(worker(r83), cfgMixedSelectors),
+			want: Desired{
+				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
+				Peers:  []Peer{peerWithDefaults("10.4.36.1", 64512, 64513)},
+				Paths:  []Path{path("10.244.1.0/24", "10.4.36.10")},
+			},
+		},
+		{
+			desc:     "two peers with different my-asn: Global.ASN is the first's, each peer keeps its own",
+			snapshot: snapshot(worker(nil), cfgTwoMyASNs),
+			want: Desired{
+				Global: Global{ASN: 64514, RouterID: netip.MustParseAddr("10.4.36.10")},
+				Peers: []Peer{
+					peerWithDefaults("10.4.36.1", 64524, 64513),
+					peerWithDefaults("10.4.36.2", 64600, 64514),
+				},
+				Paths: []Path{path("10.244.1.0/24", "10.4.36.10")},
+			},
+		},
+		{
+			desc:     "Global.ASN is the first selected peer's",
+			snapshot: snapshot(worker(nil), cfgFirstNotSelected),
+			want: Desired{
+				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
+				Peers:  []Peer{peerWithDefaults("10.4.36.2", 64524, 64513)},
+				Paths:  []Path{path("10.244.1.0/24", "10.4.36.10")},
+			},
+		},
+		{
+			desc:     "router-id from the config wins over the InternalIP",
+			snapshot: snapshot(worker(nil), cfgRouterID),
+			want: Desired{
+				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("192.0.2.7")},
+				Peers: []Peer{
+					peerWithDefaults("10.4.36.1", 64524, 64513),
+					peerWithDefaults("10.4.36.2", 64524, 64513),
+				},
+				Paths: []Path{path("10.244.1.0/24", "10.4.36.10")},
+			},
+		},
+		{
+			desc: "router-id from the config on a node without IPv4 InternalIP",
+			snapshot: snapshot(&cluster.Node{
+				Name:        "v6-only",
+				InternalIPs: addrs("fd00::10"),
+				PodCIDRs:    prefixes("fd00:244:1::/64"),
+			}, cfgRouterID),
+			want: Desired{
+				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("192.0.2.7")},
+				Peers: []Peer{
+					peerWithDefaults("10.4.36.1", 64524, 64513),
+					peerWithDefaults("10.4.36.2", 64524, 64513),
+				},
+				Paths: []Path{path("fd00:244:1::/64", "fd00::10")},
+			},
+		},
+		{
+			desc:     "router-id of an unselected peer is not used",
+			snapshot: snapshot(worker(nil), cfgUnselectedRouterID),
+			want: Desired{
+				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
+				Peers:  []Peer{peerWithDefaults("10.4.36.1", 64524, 64513)},
+				Paths:  []Path{path("10.244.1.0/24", "10.4.36.10")},
+			},
+		},
+		{
+			desc: "router-id defaults to the first IPv4 InternalIP",
+			snapshot: snapshot(&cluster.Node{
+				Name:        "dual",
+				InternalIPs: addrs("fd00::10", "10.4.36.10", "10.4.37.10"),
+				PodCIDRs:    prefixes("10.244.1.0/24"),
+			}, cfgTwoToRs),
+			want: Desired{
+				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
+				Peers: []Peer{
+					peerWithDefaults("10.4.36.238", 64524, 64513),
+					peerWithDefaults("10.4.36.239", 64524, 64513),
+				},
+				Paths: []Path{path("10.244.1.0/24", "10.4.36.10")},
+			},
+		},
+		{
+			desc:     "equal router-ids do not warn",
+			snapshot: snapshot(worker(nil), cfgSameRouterIDs),
+			want: Desired{
+				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("192.0.2.7")},
+				Peers: []Peer{
+					peerWithDefaults("10.4.36.1", 64524, 64513),
+					peerWithDefaults("10.4.36.2", 64524, 64513),
+				},
+				Paths: []Path{path("10.244.1.0/24", "10.4.36.10")},
+			},
+		},
+		{
+			desc:     "conflicting router-ids warn and keep the first",
+			snapshot: snapshot(worker(nil), cfgConflictingRouterIDs),
+			want: Desired{
+				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("192.0.2.7")},
+				Peers: []Peer{
+					peerWithDefaults("10.4.36.1", 64524, 64513),
+					peerWithDefaults("10.4.36.2", 64524, 64513),
+				},
+				Paths: []Path{path("10.244.1.0/24", "10.4.36.10")},
+			},
+			wantWarnings: []string{"peers[1].router-id 192.0.2.8 differs from the router-id 192.0.2.7"},
+		},
+		{
+			desc: "no IPv4 InternalIP and no router-id",
+			snapshot: snapshot(&cluster.Node{
+				Name:        "v6-only",
+				InternalIPs: addrs("fd00::10"),
+				PodCIDRs:    prefixes("fd00:244:1::/64"),
+			}, cfgTwoToRs),
+			wantWarnings: []string{"node v6-only has no IPv4 InternalIP"},
+		},
+		{
+			desc: "no InternalIP at all and no router-id",
+			snapshot: snapshot(&cluster.Node{
+				Name:     "bare",
+				PodCIDRs: prefixes("10.244.1.0/24"),
+			}, cfgTwoToRs),
+			wantWarnings: []string{"node bare has no IPv4 InternalIP"},
+		},
+		{
+			desc:     "the same peer-address selected twice",
+			snapshot: snapshot(worker(nil), cfgDupAddress),
+			want: Desired{
+				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
+				Peers: []Peer{
+					withPort(peerWithDefaults("10.4.36.1", 64524, 64513), 1179),
+					peerWithDefaults("10.4.36.2", 64524, 64513),
+				},
+				Paths: []Path{path("10.244.1.0/24", "10.4.36.10")},
+			},
+			// The router-id of the dropped peer is not used.
+			wantWarnings: []string{"peers[0] and peers[2] both select this node with peer-address 10.4.36.1; using peers[0]"},
+		},
+		{
+			desc:     "the same peer-address and port selected twice through different selectors",
+			snapshot: snapshot(worker(r83), cfgDupAddressSelectors),
+			want: Desired{
+				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
+				Peers:  []Peer{peerWithDefaults("10.4.36.1", 64524, 64513)},
+				Paths:  []Path{path("10.244.1.0/24", "10.4.36.10")},
+			},
+			wantWarnings: []string{"peers[0] and peers[1] both select this node with peer-address 10.4.36.1"},
+		},
+		{
+			desc:     "same peer-address, only one selector matches: no warning",
+			snapshot: snapshot(worker(map[string]string{"rack": "r1"}), cfgDupAddressSelectors),
+			want: Desired{
+				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
+				Peers:  []Peer{peerWithDefaults("10.4.36.1", 64524, 64513)},
+				Paths:  []Path{path("10.244.1.0/24", "10.4.36.10")},
+			},
+		},
+		{
+			desc:     "every peer field is copied",
+			snapshot: snapshot(worker(nil), cfgAllFields),
+			want: Desired{
+				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
+				Peers: []Peer{{
+					Address:       netip.MustParseAddr("10.4.36.1"),
+					Port:          1179,
+					ASN:           64524,
+					LocalASN:      64513,
+					HoldTime:      9 * time.Second,
+					KeepaliveTime: 3 * time.Second,
+					SourceAddress: netip.MustParseAddr("10.4.36.10"),
+					Password:      "s3cret",
+					EBGPMultihop:  true,
+				}},
+				Paths: []Path{path("10.244.1.0/24", "10.4.36.10")},
+			},
+		},
+		{
+			desc: "dual-stack pod CIDRs get the InternalIP of their family as next hop",
+			snapshot: snapshot(&cluster.Node{
+				Name:        "dual",
+				InternalIPs: addrs("10.4.36.10", "fd00::10", "10.4.37.10", "fd00::11"),
+				PodCIDRs:    prefixes("10.244.1.0/24", "fd00:244:1::/64"),
+			}, cfgTwoToRs),
+			want: Desired{
+				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
+				Peers: []Peer{
+					peerWithDefaults("10.4.36.238", 64524, 64513),
+					peerWithDefaults("10.4.36.239", 64524, 64513),
+				},
+				Paths: []Path{
+					path("10.244.1.0/24", "10.4.36.10"),
+					path("fd00:244:1::/64", "fd00::10"),
+				},
+			},
+		},
+		{
+			desc: "pod CIDR of a family without InternalIP is skipped",
+			snapshot: snapshot(&cluster.Node{
+				Name:        "v4-only",
+				InternalIPs: addrs("10.4.36.10"),
+				PodCIDRs:    prefixes("10.244.1.0/24", "fd00:244:1::/64"),
+			}, cfgTwoToRs),
+			want: Desired{
+				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
+				Peers: []Peer{
+					peerWithDefaults("10.4.36.238", 64524, 64513),
+					peerWithDefaults("10.4.36.239", 64524, 64513),
+				},
+				Paths: []Path{path("10.244.1.0/24", "10.4.36.10")},
+			},
+			wantWarnings: []string{"pod CIDR fd00:244:1::/64 not advertised: node v4-only has no InternalIP of its family"},
+		},
+		{
+			desc: "IPv4 pod CIDR skipped on a node whose IPv4 comes only from router-id",
+			snapshot: snapshot(&cluster.Node{
+				Name:        "v6-only",
+				InternalIPs: addrs("fd00::10"),
+				PodCIDRs:    prefixes("10.244.1.0/24", "fd00:244:1::/64"),
+			}, cfgRouterID),
+			want: Desired{
+				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("192.0.2.7")},
+				Peers: []Peer{
+					peerWithDefaults("10.4.36.1", 64524, 64513),
+					peerWithDefaults("10.4.36.2", 64524, 64513),
+				},
+				Paths: []Path{path("fd00:244:1::/64", "fd00::10")},
+			},
+			wantWarnings: []string{"pod CIDR 10.244.1.0/24 not advertised: node v6-only has no InternalIP of its family"},
+		},
+		{
+			desc: "node without pod CIDRs holds sessions and advertises nothing",
+			snapshot: snapshot(&cluster.Node{
+				Name:        "no-cidr",
+				InternalIPs: addrs("10.4.36.10"),
+			}, cfgTwoToRs),
+			want: Desired{
+				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
+				Peers: []Peer{
+					peerWithDefaults("10.4.36.238", 64524, 64513),
+					peerWithDefaults("10.4.36.239", 64524, 64513),
+				},
+			},
+		},
+		{
+			desc:     "IPv6 peer",
+			snapshot: snapshot(worker(nil), cfgV6Peer),
+			want: Desired{
+				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
+				Peers:  []Peer{peerWithDefaults("fd00::1", 64524, 64513)},
+				Paths:  []Path{path("10.244.1.0/24", "10.4.36.10")},
+			},
+		},
+		{
+			desc: "output is sorted whatever the input order",
+			snapshot: snapshot(&cluster.Node{
+				Name:        "dual",
+				InternalIPs: addrs("fd00::10", "10.4.36.10"),
+				PodCIDRs: prefixes(
+					"fd00:244:1::/64", "10.244.1.128/25", "10.244.1.0/24",
+					"10.244.0.0/24", "10.3.0.0/16", "fd00:244::/64",
+				),
+			}, cfgUnsorted),
+			want: Desired{
+				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
+				Peers: []Peer{
+					peerWithDefaults("10.4.36.4", 64524, 64513),
+					peerWithDefaults("10.4.36.30", 64524, 64513),
+					peerWithDefaults("10.4.36.239", 64524, 64513),
+					peerWithDefaults("fd00::1", 64524, 64513),
+				},
+				Paths: []Path{
+					path("10.3.0.0/16", "10.4.36.10"),
+					path("10.244.0.0/24", "10.4.36.10"),
+					path("10.244.1.0/24", "10.4.36.10"),
+					path("10.244.1.128/25", "10.4.36.10"),
+					path("fd00:244::/64", "fd00::10"),
+					path("fd00:244:1::/64", "fd00::10"),
+				},
+			},
+		},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			got, warnings := Plan(tc.snapshot)
+			if diff := cmp.Diff(tc.want, got, planCmpOpts); diff != "" {
+				t.Errorf("Plan() Desired mismatch (-want +got):\n%s", diff)
+			}
+			checkWarnings(t, warnings, tc.wantWarnings)
+		})
+	}
+}
+
+func withPort(p Peer, port uint16) Peer {
+	p.Port = port
+	return p
+}
+
+type errString string
+
+func (e errString) Error() string { return string(e) }
+
+func checkWarnings(t *testing.T, got, want []string) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("Plan() returned %d warnings, want %d:\ngot:  %q\nwant: %q", len(got), len(want), got, want)
+		return
+	}
+	for i := range want {
+		if !strings.Contains(got[i], want[i]) {
+			t.Errorf("warning %d = %q, want it to contain %q", i, got[i], want[i])
+		}
+	}
+}
+
+// TestPlanSortedAnyOrder permutes the peers of a config and the pod CIDRs
+// of a node: the plan must not depend on either order (beyond which
+// duplicate or router-id wins, which this config avoids).
+func TestPlanSortedAnyOrder(t *testing.T) {
+	peers := []string{
+		"- peer-address: 10.4.36.239\n  peer-asn: 64524\n  my-asn: 64513\n",
+		"- peer-address: fd00::1\n  peer-asn: 64524\n  my-asn: 64513\n",
+		"- peer-address: 10.4.36.30\n  peer-asn: 64524\n  my-asn: 64513\n",
+		"- peer-address: 10.4.36.4\n  peer-asn: 64524\n  my-asn: 64513\n",
+	}
+	cidrs := prefixes("fd00:244:1::/64", "10.244.1.0/24", "10.244.0.0/24", "10.244.1.0/25")
+	want := Desired{
+		Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
+		Peers: []Peer{
+			peerWithDefaults("10.4.36.4", 64524, 64513),
+			peerWithDefaults("10.4.36.30", 64524, 64513),
+			peerWithDefaults("10.4.36.239", 64524, 64513),
+			peerWithDefaults("fd00::1", 64524, 64513),
+		},
+		Paths: []Path{
+			path("10.244.0.0/24", "10.4.36.10"),
+			path("10.244.1.0/24", "10.4.36.10"),
+			path("10.244.1.0/25", "10.4.36.10"),
+			path("fd00:244:1::/64", "fd00::10"),
+		},
+	}
+	for rot := range len(peers) {
+		var y strings.Builder
+		y.WriteString("peers:\n")
+		for i := range peers {
+			y.WriteString(peers[(i+rot)%len(peers)])
+		}
+		cfg := parseConfig(t, y.String())
+		// Reverse the CIDRs on odd rotations, rotate them otherwise.
+		var cs []netip.Prefix
+		for i := range cidrs {
+			if rot%2 == 1 {
+				cs = append(cs, cidrs[len(cidrs)-1-i])
+			} else {
+				cs = append(cs, cidrs[(i+rot)%len(cidrs)])
+			}
+		}
+		node := &cluster.Node{Name: "dual", InternalIPs: addrs("10.4.36.10", "fd00::10"), PodCIDRs: cs}
+		got, warnings := Plan(snapshot(node, cfg))
+		if diff := cmp.Diff(want, got, planCmpOpts); diff != "" {
+			t.Errorf("rotation %d: Plan() mismatch (-want +got):\n%s", rot, diff)
+		}
+		if len(warnings) != 0 {
+			t.Errorf("rotation %d: unexpected warnings %q", rot, warnings)
+		}
+	}
+}
+
+func TestPlanDeterministic(t *testing.T) {
+	cfg := parseConfig(t, `
+peers:
+- peer-address: fd00::1
+  peer-asn: 64524
+  my-asn: 64513
+- peer-address: 10.4.36.239
+  peer-asn: 64524
+  my-asn: 64514
+  router-id: 192.0.2.1
+- peer-address: 10.4.36.238
+  peer-asn: 64524
+  my-asn: 64513
+  router-id: 192.0.2.2
+- peer-address: 10.4.36.239
+  peer-asn: 64524
+  my-asn: 64513
+  peer-port: 1179
+  node-selectors:
+  - match-expressions:
+    - {key: zone, operator: NotIn, values: [nowhere]}
+- peer-address: 10.4.36.250
+  peer-asn: 64512
+  my-asn: 64512
+  node-selectors:
+  - match-labels:
+      kubernetes/route: bgp-peer-83
+`)
+	node := &cluster.Node{
+		Name:        "dual",
+		Labels:      map[string]string{"kubernetes/route": "bgp-peer-83"},
+		InternalIPs: addrs("10.4.36.10"),
+		PodCIDRs:    prefixes("fd00:244:1::/64", "10.244.1.0/24", "10.244.0.0/24"),
+	}
+	s := snapshot(node, cfg)
+	first, firstWarnings := Plan(s)
+	if len(first.Peers) != 4 || len(first.Paths) != 2 || len(firstWarnings) != 3 {
+		t.Fatalf("Plan() = %+v, warnings %q; want 4 peers, 2 paths, 3 warnings", first, firstWarnings)
+	}
+	for i := range 20 {
+		got, warnings := Plan(s)
+		if diff := cmp.Diff(first, got, planCmpOpts); diff != "" {
+			t.Fatalf("run %d: Plan() differs from the first run (-first +got):\n%s", i, diff)
+		}
+		if diff := cmp.Diff(firstWarnings, warnings); diff != "" {
+			t.Fatalf("run %d: warnings differ from the first run (-first +got):\n%s", i, diff)
+		}
+	}
+	// Plan must not modify its input: the snapshot is shared.
+	if diff := cmp.Diff(prefixes("fd00:244:1::/64", "10.244.1.0/24", "10.244.0.0/24"), node.PodCIDRs, planCmpOpts); diff != "" {
+		t.Errorf("Plan() modified the node's PodCIDRs (-want +got):\n%s", diff)
+	}
+	if got := cfg.Peers[0].Address; got != netip.MustParseAddr("fd00::1") {
+		t.Errorf("Plan() modified the config: peers[0] is now %s", got)
+	}
+}

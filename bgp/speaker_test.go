@@ -1,0 +1,720 @@
+package bgp
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	api "github.com/osrg/gobgp/v3/api"
+	"github.com/osrg/gobgp/v3/pkg/server"
+)
+
+// The speaker tests run the Speaker against real GoBGP "routers" in the same
+// process, over loopback. Nothing needs root: the speaker dials (it never
+// listens) and the routers listen on unprivileged ports.
+
+const (
+	routerASN     = 64524
+	router2ASN    = 64600
+	speakerASN    = 64513
+	speakerNewASN = 64514
+
+	// pollTimeout is generous: the first connection attempt of a GoBGP peer
+	// waits 1-2 s, and the machine may be busy.
+	pollTimeout  = 30 * time.Second
+	pollInterval = 100 * time.Millisecond
+)
+
+// testLogger returns a logger that writes to the test output in verbose
+// mode and stops writing when the test ends: GoBGP goroutines outlive
+// Stop and may still log.
+func testLogger(t *testing.T, component string) *slog.Logger {
+	if !testing.Verbose() {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	w := &closingWriter{w: t.Output()}
+	t.Cleanup(w.close) // registered first, so it runs after the Stops
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo})).With("test", component)
+}
+
+type closingWriter struct {
+	mu     sync.Mutex
+	w      io.Writer
+	closed bool
+}
+
+func (c *closingWriter) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return len(p), nil
+	}
+	return c.w.Write(p)
+}
+
+func (c *closingWriter) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+}
+
+// freePort returns a TCP port that was free on addr a moment ago.
+func freePort(t *testing.T, addr string) uint16 {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
+	if err != nil {
+		t.Fatalf("finding a free port on %s: %v", addr, err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	if err := l.Close(); err != nil {
+		t.Fatalf("closing probe listener: %v", err)
+	}
+	return uint16(port)
+}
+
+// router is a GoBGP server standing in for a ToR. It accepts a session from
+// the speaker, at 127.0.0.1 or ::1 depending on the router's own address
+// family, and never dials. It carries the unicast family of that address.
+type router struct {
+	name string
+	srv  *server.BgpServer
+	addr netip.Addr
+	port uint16
+	asn  uint32
+	// speaker is the address the speaker's connections come from.
+	speaker string
+	family  *api.Family
+	// established counts the sessions to the speaker that reached
+	// established.
+	established atomic.Int32
+}
+
+func startRouter(t *testing.T, name, listenAddr, routerID string, asn, speakerASN uint32) *router {
+	t.Helper()
+	ctx := t.Context()
+	r := &router{name: name, addr: netip.MustParseAddr(listenAddr), asn: asn, speaker: "127.0.0.1"}
+	r.family = familyOf(r.addr)
+	if r.addr.Is6() {
+		r.speaker = "::1"
+	}
+	r.srv = server.NewBgpServer(server.LoggerOption(slogAdapter{testLogger(t, name)}))
+	go r.srv.Serve()
+	t.Cleanup(r.srv.Stop)
+
+	r.port = freePort(t, listenAddr)
+	err := r.srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
+		Asn:             asn,
+		RouterId:        routerID,
+		ListenPort:      int32(r.port),
+		ListenAddresses: []string{listenAddr},
+	}})
+	if err != nil {
+		t.Fatalf("%s: StartBgp: %v", name, err)
+	}
+
+	watchCtx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	err = r.srv.WatchEvent(watchCtx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, func(ev *api.WatchEventResponse) {
+		pe := ev.GetPeer()
+		if pe.GetType() != api.WatchEventResponse_PeerEvent_STATE {
+			return
+		}
+		st := pe.GetPeer().GetState()
+		if st.GetNeighborAddress() == r.speaker && st.GetSessionState() == api.PeerState_ESTABLISHED {
+			r.established.Add(1)
+		}
+	})
+	if err != nil {
+		t.Fatalf("%s: WatchEvent: %v", name, err)
+	}
+	r.addSpeaker(t, speakerASN)
+	return r
+}
+
+// addSpeaker configures the speaker as a passive neighbor.
+func (r *router) addSpeaker(t *testing.T, speakerASN uint32) {
+	t.Helper()
+	err := r.srv.AddPeer(t.Context(), &api.AddPeerRequest{Peer: &api.Peer{
+		Conf:      &api.PeerConf{NeighborAddress: r.speaker, PeerAsn: speakerASN},
+		Transport: &api.Transport{PassiveMode: true},
+		// A short idle hold keeps the router ready for the speaker's next
+		// attempt after a session reset.
+		Timers:   &api.Timers{Config: &api.TimersConfig{HoldTime: 9, KeepaliveInterval: 3, IdleHoldTimeAfterReset: 1}},
+		AfiSafis: []*api.AfiSafi{{Config: &api.AfiSafiConfig{Family: r.family, Enabled: true}}},
+	}})
+	if err != nil {
+		t.Fatalf("%s: AddPeer(%s, AS %d): %v", r.name, r.speaker, speakerASN, err)
+	}
+}
+
+func (r *router) reconfigureSpeaker(t *testing.T, speakerASN uint32) {
+	t.Helper()
+	if err := r.srv.DeletePeer(t.Context(), &api.DeletePeerRequest{Address: r.speaker}); err != nil {
+		t.Fatalf("%s: DeletePeer(%s): %v", r.name, r.speaker, err)
+	}
+	r.addSpeaker(t, speakerASN)
+}
+
+// originate makes the router advertise prefix itself.
+func (r *router) originate(t *testing.T, prefix, nextHop string) {
+	t.Helper()
+	_, err := r.srv.AddPath(t.Context(), &api.AddPathRequest{Path: apiPath(Path{
+		Prefix: netip.MustParsePrefix(prefix), NextHop: netip.MustParseAddr(nextHop),
+	})})
+	if err != nil {
+		t.Fatalf("%s: AddPath(%s): %v", r.name, prefix, err)
+	}
+}
+
+// peerOfSpeaker is how the speaker reaches this router.
+func (r *router) peerOfSpeaker(localASN uint32) Peer {
+	return Peer{
+		Address:       r.addr,
+		Port:          r.port,
+		ASN:           r.asn,
+		LocalASN:      localASN,
+		HoldTime:      9 * time.Second,
+		KeepaliveTime: 3 * time.Second,
+	}
+}
+
+// rib returns the router's global table of its family: prefix -> the next hops of
+// every path it holds for it, sorted. A prefix received twice would show
+// two next hops.
+func (r *router) rib(ctx context.Context) (map[string][]string, error) {
+	out := map[string][]string{}
+	var perr error
+	err := r.srv.ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: r.family}, func(d *api.Destination) {
+		for _, p := range d.GetPaths() {
+			nh, err := nextHopOf(p)
+			if err != nil {
+				perr = fmt.Errorf("%s: %w", d.GetPrefix(), err)
+			}
+			out[d.GetPrefix()] = append(out[d.GetPrefix()], nh)
+		}
+		slices.Sort(out[d.GetPrefix()])
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: ListPath: %w", r.name, err)
+	}
+	return out, perr
+}
+
+func nextHopOf(p *api.Path) (string, error) {
+	for _, a := range p.GetPattrs() {
+		m, err := a.UnmarshalNew()
+		if err != nil {
+			return "", err
+		}
+		switch attr := m.(type) {
+		case *api.NextHopAttribute:
+			return attr.GetNextHop(), nil
+		case *api.MpReachNLRIAttribute:
+			return strings.Join(attr.GetNextHops(), ","), nil
+		}
+	}
+	return "", fmt.Errorf("path has no next hop attribute")
+}
+
+// speakerSession returns the router's view of its session with the speaker.
+func (r *router) speakerSession(ctx context.Context) (*api.Peer, error) {
+	var got *api.Peer
+	err := r.srv.ListPeer(ctx, &api.ListPeerRequest{Address: r.speaker}, func(p *api.Peer) { got = p })
+	if err != nil {
+		return nil, fmt.Errorf("%s: ListPeer: %w", r.name, err)
+	}
+	if got == nil {
+		return nil, fmt.Errorf("%s: no neighbor %s", r.name, r.speaker)
+	}
+	return got, nil
+}
+
+// eventually calls check until it returns nil, and fails the test with the
+// last error if that does not happen within pollTimeout.
+func eventually(t *testing.T, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(pollTimeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still not true after %s: %v", what, pollTimeout, err)
+		}
+		select {
+		case <-t.Context().Done():
+			t.Fatalf("%s: test context done: %v", what, err)
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+// wantRIB builds the rib map a router should hold.
+func wantRIB(paths []Path, extra ...string) map[string][]string {
+	out := map[string][]string{}
+	for _, p := range paths {
+		out[p.Prefix.String()] = append(out[p.Prefix.String()], p.NextHop.String())
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		out[extra[i]] = append(out[extra[i]], extra[i+1])
+	}
+	for k := range out {
+		slices.Sort(out[k])
+	}
+	return out
+}
+
+func ribIs(ctx context.Context, r *router, want map[string][]string) func() error {
+	return func() error {
+		got, err := r.rib(ctx)
+		if err != nil {
+			return err
+		}
+		if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+			return fmt.Errorf("%s table (-want +got):\n%s", r.name, diff)
+		}
+		return nil
+	}
+}
+
+// sessionEstablished checks the router's side of its session with the
+// speaker.
+func sessionEstablished(ctx context.Context, r *router, speakerASN uint32, routerID string) func() error {
+	return func() error {
+		p, err := r.speakerSession(ctx)
+		if err != nil {
+			return err
+		}
+		st := p.GetState()
+		if st.GetSessionState() != api.PeerState_ESTABLISHED {
+			return fmt.Errorf("%s: session with the speaker is %s", r.name, sessionStateName(st.GetSessionState()))
+		}
+		if st.GetPeerAsn() != speakerASN {
+			return fmt.Errorf("%s: speaker's AS is %d, want %d", r.name, st.GetPeerAsn(), speakerASN)
+		}
+		if st.GetRouterId() != routerID {
+			return fmt.Errorf("%s: speaker's router-id is %s, want %s", r.name, st.GetRouterId(), routerID)
+		}
+		return nil
+	}
+}
+
+var ignoreUptime = cmpopts.IgnoreFields(PeerStatus{}, "Uptime")
+
+func peersAre(ctx context.Context, s *Speaker, want []PeerStatus) func() error {
+	return func() error {
+		got, err := s.Peers(ctx)
+		if err != nil {
+			return err
+		}
+		if diff := cmp.Diff(want, got, ignoreUptime, cmpopts.EquateEmpty()); diff != "" {
+			return fmt.Errorf("speaker Peers() (-want +got):\n%s", diff)
+		}
+		return nil
+	}
+}
+
+func status(r *router, localASN uint32, received, advertised uint64) PeerStatus {
+	return PeerStatus{
+		LocalASN:     localASN,
+		PeerASN:      r.asn,
+		PeerAddress:  r.addr.String(),
+		PeerPort:     uint32(r.port),
+		SessionState: "established",
+		Family:       map[bool]string{true: "ipv4/unicast", false: "ipv6/unicast"}[r.addr.Is4()],
+		Received:     received,
+		Advertised:   advertised,
+	}
+}
+
+// establishedEvents checks how many times the router saw its session with
+// the speaker reach established. Events arrive asynchronously, so use it
+// inside eventually when waiting for one.
+func establishedEvents(r *router, want int32) func() error {
+	return func() error {
+		if n := r.established.Load(); n != want {
+			return fmt.Errorf("%s saw %d established events, want %d", r.name, n, want)
+		}
+		return nil
+	}
+}
+
+func all(checks ...func() error) func() error {
+	return func() error {
+		for _, c := range checks {
+			if err := c(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+func TestSpeaker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real BGP sessions over loopback")
+	}
+	// 127.0.0.2 is used for the second router: GoBGP keys peers by
+	// address, so two routers cannot both be 127.0.0.1.
+	if l, err := net.Listen("tcp", "127.0.0.2:0"); err != nil {
+		t.Skipf("127.0.0.2 is not usable on this host: %v", err)
+	} else {
+		l.Close()
+	}
+
+	ctx := t.Context()
+	r1 := startRouter(t, "router1", "127.0.0.1", "10.0.0.254", routerASN, speakerASN)
+	// router2 waits, passive, until the speaker is given it as a peer.
+	r2 := startRouter(t, "router2", "127.0.0.2", "10.0.0.253", router2ASN, speakerASN)
+	routers := []*router{r1, r2}
+
+	sp := NewSpeaker(testLogger(t, "speaker"))
+	t.Cleanup(func() { sp.Stop(context.Background()) })
+	// Session events go to the log; this also checks WatchSessions runs.
+	watchCtx, cancelWatch := context.WithCancel(context.Background())
+	t.Cleanup(cancelWatch)
+	watchErr := make(chan error, 1)
+	go func() { watchErr <- sp.WatchSessions(watchCtx) }()
+
+	// Before any Set, the speaker is stopped.
+	if got, err := sp.Peers(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("Peers() before Set = %v, %v; want nothing", got, err)
+	}
+
+	global := Global{ASN: speakerASN, RouterID: netip.MustParseAddr("10.0.0.1")}
+	d := Desired{
+		Global: global,
+		Peers:  []Peer{r1.peerOfSpeaker(speakerASN)},
+		Paths: []Path{
+			path("10.244.1.0/24", "10.0.0.1"),
+			path("10.244.2.0/24", "10.0.0.1"),
+		},
+	}
+
+	set := func(t *testing.T, d Desired) {
+		t.Helper()
+		if err := sp.Set(ctx, d); err != nil {
+			t.Fatalf("Set(%+v): %v", d, err)
+		}
+	}
+
+	steps := []struct {
+		name string
+		run  func(t *testing.T)
+	}{
+		{"establish", func(t *testing.T) {
+			set(t, d)
+			eventually(t, "session established with the desired paths", all(
+				sessionEstablished(ctx, r1, speakerASN, "10.0.0.1"),
+				ribIs(ctx, r1, wantRIB(d.Paths)),
+				peersAre(ctx, sp, []PeerStatus{status(r1, speakerASN, 0, 2)}),
+				establishedEvents(r1, 1),
+			))
+		}},
+		{"same Desired is a no-op", func(t *testing.T) {
+			before, err := r1.speakerSession(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var uptime0 time.Duration
+			eventually(t, "speaker uptime readable", func() error {
+				ps, err := sp.Peers(ctx)
+				if err != nil || len(ps) != 1 || ps[0].SessionState != "established" {
+					return fmt.Errorf("Peers() = %+v, %v", ps, err)
+				}
+				uptime0 = ps[0].Uptime
+				return nil
+			})
+
+			// An equal Desired built from fresh slices.
+			again := Desired{Global: global, Peers: slices.Clone(d.Peers), Paths: slices.Clone(d.Paths)}
+			set(t, again)
+			set(t, again)
+
+			// Wait until the speaker's uptime has grown by more than a
+			// second: a reset would have brought it back to zero, and the
+			// router has had time to notice one.
+			eventually(t, "speaker uptime grows", func() error {
+				ps, err := sp.Peers(ctx)
+				if err != nil {
+					return err
+				}
+				if len(ps) != 1 || ps[0].SessionState != "established" {
+					return fmt.Errorf("Peers() = %+v", ps)
+				}
+				if ps[0].Uptime < uptime0+2*time.Second {
+					return fmt.Errorf("uptime %s, not yet %s", ps[0].Uptime, uptime0+2*time.Second)
+				}
+				return nil
+			})
+			after, err := r1.speakerSession(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after.GetState().GetSessionState() != api.PeerState_ESTABLISHED {
+				t.Errorf("router1 session is %s after a no-op Set", sessionStateName(after.GetState().GetSessionState()))
+			}
+			if b, a := before.GetTimers().GetState().GetUptime().AsTime(), after.GetTimers().GetState().GetUptime().AsTime(); !a.Equal(b) {
+				t.Errorf("router1 session was re-established by a no-op Set: established at %s, then at %s", b, a)
+			}
+			if b, a := before.GetState().GetFlops(), after.GetState().GetFlops(); a != b {
+				t.Errorf("router1 session flopped: flops %d -> %d", b, a)
+			}
+			if n := r1.established.Load(); n != 1 {
+				t.Errorf("router1 saw %d established events, want 1", n)
+			}
+			if err := ribIs(ctx, r1, wantRIB(d.Paths))(); err != nil {
+				t.Error(err)
+			}
+		}},
+		{"add and withdraw paths", func(t *testing.T) {
+			d.Paths = []Path{
+				path("10.244.1.0/24", "10.0.0.1"),
+				path("10.244.3.0/24", "10.0.0.1"),
+				path("10.244.4.0/25", "10.0.0.1"),
+			}
+			set(t, d)
+			eventually(t, "router1 has the new paths", all(
+				ribIs(ctx, r1, wantRIB(d.Paths)),
+				peersAre(ctx, sp, []PeerStatus{status(r1, speakerASN, 0, 3)}),
+			))
+			d.Paths = []Path{
+				path("10.244.3.0/24", "10.0.0.1"),
+				path("10.244.4.0/25", "10.0.0.1"),
+			}
+			set(t, d)
+			eventually(t, "router1 lost the withdrawn path", all(
+				ribIs(ctx, r1, wantRIB(d.Paths)),
+				peersAre(ctx, sp, []PeerStatus{status(r1, speakerASN, 0, 2)}),
+			))
+			if n := r1.established.Load(); n != 1 {
+				t.Errorf("changing paths reset the session: router1 saw %d established events, want 1", n)
+			}
+		}},
+		{"change next hop", func(t *testing.T) {
+			d.Paths = []Path{
+				path("10.244.3.0/24", "10.0.0.2"),
+				path("10.244.4.0/25", "10.0.0.1"),
+			}
+			set(t, d)
+			eventually(t, "router1 sees the new next hop", all(
+				ribIs(ctx, r1, wantRIB(d.Paths)),
+				peersAre(ctx, sp, []PeerStatus{status(r1, speakerASN, 0, 2)}),
+			))
+			// The withdraw of the old path must not take the new one
+			// with it: the prefix is still there a moment later.
+			time.Sleep(500 * time.Millisecond)
+			if err := ribIs(ctx, r1, wantRIB(d.Paths))(); err != nil {
+				t.Error(err)
+			}
+			// And back, through a path whose prefix and next hop both
+			// change at once.
+			d.Paths = []Path{
+				path("10.244.3.0/24", "10.0.0.1"),
+				path("10.244.5.0/24", "10.0.0.2"),
+			}
+			set(t, d)
+			eventually(t, "router1 sees the next hop changed back", ribIs(ctx, r1, wantRIB(d.Paths)))
+		}},
+		{"only local paths are exported", func(t *testing.T) {
+			// One prefix the speaker learns before the second session
+			// exists (initial table dump), one after (incremental update).
+			r1.originate(t, "192.0.2.0/24", "10.0.0.254")
+			eventually(t, "speaker receives router1's prefix",
+				peersAre(ctx, sp, []PeerStatus{status(r1, speakerASN, 1, 2)}))
+
+			d.Peers = []Peer{r1.peerOfSpeaker(speakerASN), r2.peerOfSpeaker(speakerASN)}
+			set(t, d)
+			eventually(t, "router2 has the speaker's paths", all(
+				sessionEstablished(ctx, r2, speakerASN, "10.0.0.1"),
+				ribIs(ctx, r2, wantRIB(d.Paths)),
+				peersAre(ctx, sp, []PeerStatus{status(r1, speakerASN, 1, 2), status(r2, speakerASN, 0, 2)}),
+			))
+
+			r1.originate(t, "198.51.100.0/24", "10.0.0.254")
+			eventually(t, "speaker receives router1's second prefix",
+				peersAre(ctx, sp, []PeerStatus{status(r1, speakerASN, 2, 2), status(r2, speakerASN, 0, 2)}))
+			// The speaker has processed the update; had it exported the
+			// prefix, router2 would get it within this grace period.
+			time.Sleep(time.Second)
+			if err := ribIs(ctx, r2, wantRIB(d.Paths))(); err != nil {
+				t.Errorf("router2 got more than the speaker's own paths: %v", err)
+			}
+			// router1 holds its own prefixes once: the speaker did not
+			// send them back.
+			if err := ribIs(ctx, r1, wantRIB(d.Paths, "192.0.2.0/24", "10.0.0.254", "198.51.100.0/24", "10.0.0.254"))(); err != nil {
+				t.Error(err)
+			}
+			if err := peersAre(ctx, sp, []PeerStatus{status(r1, speakerASN, 2, 2), status(r2, speakerASN, 0, 2)})(); err != nil {
+				t.Error(err)
+			}
+			if n := r1.established.Load(); n != 1 {
+				t.Errorf("adding a second peer reset the first session: router1 saw %d established events, want 1", n)
+			}
+		}},
+		{"changing the ASN restarts the speaker", func(t *testing.T) {
+			for _, r := range routers {
+				r.reconfigureSpeaker(t, speakerNewASN)
+			}
+			d.Global.ASN = speakerNewASN
+			for i := range d.Peers {
+				d.Peers[i].LocalASN = speakerNewASN
+			}
+			set(t, d)
+			var wantPeers []PeerStatus
+			checks := []func() error{}
+			for _, r := range routers {
+				checks = append(checks, sessionEstablished(ctx, r, speakerNewASN, "10.0.0.1"))
+				if r == r1 {
+					wantPeers = append(wantPeers, status(r, speakerNewASN, 2, 2))
+					checks = append(checks, ribIs(ctx, r, wantRIB(d.Paths, "192.0.2.0/24", "10.0.0.254", "198.51.100.0/24", "10.0.0.254")))
+				} else {
+					wantPeers = append(wantPeers, status(r, speakerNewASN, 0, 2))
+					checks = append(checks, ribIs(ctx, r, wantRIB(d.Paths)))
+				}
+			}
+			checks = append(checks, peersAre(ctx, sp, wantPeers))
+			eventually(t, "sessions re-established with the new ASN", all(checks...))
+			// The export policy survived the restart.
+			time.Sleep(time.Second)
+			if err := ribIs(ctx, r2, wantRIB(d.Paths))(); err != nil {
+				t.Errorf("after the restart: %v", err)
+			}
+		}},
+		{"zero Desired stops BGP", func(t *testing.T) {
+			set(t, Desired{})
+			if got, err := sp.Peers(ctx); err != nil || len(got) != 0 {
+				t.Errorf("Peers() after Set(Desired{}) = %+v, %v; want nothing", got, err)
+			}
+			for _, r := range routers {
+				eventually(t, r.name+" session down", func() error {
+					p, err := r.speakerSession(ctx)
+					if err != nil {
+						return err
+					}
+					if st := p.GetState().GetSessionState(); st == api.PeerState_ESTABLISHED {
+						return fmt.Errorf("%s: session still established", r.name)
+					}
+					return nil
+				})
+			}
+			eventually(t, "router1 lost the speaker's paths",
+				ribIs(ctx, r1, wantRIB(nil, "192.0.2.0/24", "10.0.0.254", "198.51.100.0/24", "10.0.0.254")))
+			eventually(t, "router2 lost the speaker's paths", ribIs(ctx, r2, wantRIB(nil)))
+			// Not an assertion on the speaker: GoBGP routers hold a
+			// neighbor idle for a few seconds after a session drops and
+			// refuse connections meanwhile. Waiting here lets the next
+			// step connect at the first attempt instead of after the
+			// speaker's connect-retry interval.
+			for _, r := range routers {
+				eventually(t, r.name+" ready to accept the speaker again", func() error {
+					p, err := r.speakerSession(ctx)
+					if err != nil {
+						return err
+					}
+					if st := p.GetState().GetSessionState(); st != api.PeerState_ACTIVE {
+						return fmt.Errorf("%s: neighbor is %s", r.name, sessionStateName(st))
+					}
+					return nil
+				})
+			}
+			// Stopping twice is fine.
+			set(t, Desired{})
+		}},
+		{"start again after stop", func(t *testing.T) {
+			set(t, d)
+			var wantPeers []PeerStatus
+			checks := []func() error{}
+			for _, r := range routers {
+				checks = append(checks, sessionEstablished(ctx, r, speakerNewASN, "10.0.0.1"))
+				if r == r1 {
+					wantPeers = append(wantPeers, status(r, speakerNewASN, 2, 2))
+				} else {
+					wantPeers = append(wantPeers, status(r, speakerNewASN, 0, 2))
+					checks = append(checks, ribIs(ctx, r, wantRIB(d.Paths)))
+				}
+			}
+			checks = append(checks, peersAre(ctx, sp, wantPeers))
+			eventually(t, "sessions re-established after a stop", all(checks...))
+			time.Sleep(time.Second)
+			if err := ribIs(ctx, r2, wantRIB(d.Paths))(); err != nil {
+				t.Errorf("after a stop and start: %v", err)
+			}
+		}},
+	}
+	for _, st := range steps {
+		if !t.Run(st.name, st.run) {
+			t.Fatalf("step %q failed; skipping the rest", st.name)
+		}
+	}
+
+	cancelWatch()
+	select {
+	case err := <-watchErr:
+		if err != nil {
+			t.Errorf("WatchSessions: %v", err)
+		}
+	case <-time.After(pollTimeout):
+		t.Errorf("WatchSessions did not return after its context ended")
+	}
+}
+
+// TestSpeakerIPv6 runs one IPv6 session over ::1: IPv6 paths are advertised
+// with their IPv6 next hop (through MP_REACH_NLRI), and a session carries
+// only the family of its peer address.
+func TestSpeakerIPv6(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a real BGP session over loopback")
+	}
+	if l, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		t.Skipf("::1 is not usable on this host: %v", err)
+	} else {
+		l.Close()
+	}
+	ctx := t.Context()
+	r := startRouter(t, "router6", "::1", "10.0.0.254", routerASN, speakerASN)
+	sp := NewSpeaker(testLogger(t, "speaker"))
+	t.Cleanup(func() { sp.Stop(context.Background()) })
+
+	v6Paths := []Path{path("fd00:244:1::/64", "fd00::10"), path("fd00:244:2::/64", "fd00::10")}
+	d := Desired{
+		Global: Global{ASN: speakerASN, RouterID: netip.MustParseAddr("10.0.0.1")},
+		Peers:  []Peer{r.peerOfSpeaker(speakerASN)},
+		Paths:  append([]Path{path("10.244.1.0/24", "10.0.0.1")}, v6Paths...),
+	}
+	if err := sp.Set(ctx, d); err != nil {
+		t.Fatalf("Set: %v", err)
+	}
+	eventually(t, "IPv6 session with the IPv6 paths", all(
+		sessionEstablished(ctx, r, speakerASN, "10.0.0.1"),
+		ribIs(ctx, r, wantRIB(v6Paths)),
+		// The IPv4 path stays off the IPv6 session.
+		peersAre(ctx, sp, []PeerStatus{status(r, speakerASN, 0, 2)}),
+		establishedEvents(r, 1),
+	))
+
+	v6Paths = []Path{path("fd00:244:1::/64", "fd00::11"), path("fd00:244:3::/64", "fd00::10")}
+	d.Paths = append([]Path{path("10.244.1.0/24", "10.0.0.1")}, v6Paths...)
+	if err := sp.Set(ctx, d); err != nil {
+		t.Fatalf("Set: %v", err)
+	}
+	eventually(t, "IPv6 next hop change, add and withdraw", all(
+		ribIs(ctx, r, wantRIB(v6Paths)),
+		peersAre(ctx, sp, []PeerStatus{status(r, speakerASN, 0, 2)}),
+	))
+	if n := r.established.Load(); n != 1 {
+		t.Errorf("router saw %d established events, want 1", n)
+	}
+}
