@@ -399,3 +399,66 @@ func TestAgentStopsCleanlyOnSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The password is really used as a TCP MD5 key: with a wrong one the
+// session cannot come up; with the right one it does.
+func TestMD5PasswordIsEnforced(t *testing.T) {
+	ctx := testContext(t)
+	l := theLab
+	n := l.Nodes[2] // rack83-node1: its ToR requires MD5
+	r := n.Router
+	wrong := strings.Replace(lab.BGPConfig, "password: rack83-md5", "password: not-the-key", 1)
+	if wrong == lab.BGPConfig {
+		t.Fatal("the lab's bgp-config has no rack-83 password to change")
+	}
+	t.Cleanup(func() {
+		if err := l.ApplyBGPConfig(context.Background(), lab.BGPConfig); err != nil {
+			t.Errorf("restoring bgp-config: %v", err)
+		}
+	})
+	if err := l.ApplyBGPConfig(ctx, wrong); err != nil {
+		t.Fatal(err)
+	}
+	state := func() (string, error) {
+		rows, err := l.Peers(ctx, n)
+		if err != nil {
+			return "", err
+		}
+		for _, row := range rows {
+			if row.PeerAddress == r.Addr.String() {
+				return row.SessionState, nil
+			}
+		}
+		return "", fmt.Errorf("no row for %s: %+v", r.Addr, rows)
+	}
+	err := lab.WaitFor(ctx, settle, "the session with the wrong key to go down", func() error {
+		s, err := state()
+		if err != nil {
+			return err
+		}
+		if s == "established" {
+			return fmt.Errorf("still established")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two connect retries (5 s apart) must fail; this watches for a
+	// session coming up, it times nothing.
+	for deadline := time.Now().Add(12 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		s, err := state()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s == "established" {
+			t.Fatalf("the session to %s came up with the wrong TCP MD5 key", r.Name)
+		}
+	}
+	if err := l.ApplyBGPConfig(ctx, lab.BGPConfig); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.WaitEstablished(ctx, n, r, settle); err != nil {
+		t.Fatal(err)
+	}
+}

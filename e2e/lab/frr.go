@@ -22,6 +22,9 @@ func frrConfig(r *Router, peer *Router) string {
 	fmt.Fprintf(&b, " bgp router-id %s\n", r.Addr)
 	b.WriteString(" no bgp ebgp-requires-policy\n no bgp network import-check\n")
 	fmt.Fprintf(&b, " neighbor NODES peer-group\n neighbor NODES remote-as %d\n", r.NodeASN)
+	if r.NodePassword != "" {
+		fmt.Fprintf(&b, " neighbor NODES password %s\n", r.NodePassword)
+	}
 	for _, p := range r.ListenRanges {
 		fmt.Fprintf(&b, " bgp listen range %s peer-group NODES\n", p)
 	}

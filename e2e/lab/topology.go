@@ -8,6 +8,10 @@ import "net/netip"
 // (eBGP); the rack-83 ToR and its nodes share AS 64512 (iBGP). The ToRs
 // peer with each other, so each rack learns the other's pod CIDRs.
 
+// tor83Password is the TCP MD5 key of rack 83's sessions, so that the lab
+// runs MD5-protected sessions against FRR as well as plain ones.
+const tor83Password = "rack83-md5"
+
 // RouteLabel is the node label the lab's bgp-config selects peers by.
 const RouteLabel = "kubernetes/route"
 
@@ -25,6 +29,8 @@ type Router struct {
 	// ASN NodeASN.
 	ListenRanges []netip.Prefix
 	NodeASN      uint32
+	// NodePassword, if set, is the TCP MD5 key of the node sessions.
+	NodePassword string
 	// VTYDir holds the vtysh sockets; see Router.VTY.
 	VTYDir string
 }
@@ -61,7 +67,7 @@ func seedTopology() ([]*Router, []*Node) {
 	// Rack 83 also accepts nodes from rack 94, so that relabelling a node
 	// can move its session there.
 	tor83 := &Router{
-		Name: "tor83", ASN: 64512, NodeASN: 64512,
+		Name: "tor83", ASN: 64512, NodeASN: 64512, NodePassword: tor83Password,
 		Addr: netip.MustParseAddr("10.4.83.1"), Segment: rack83,
 		LinkAddr:     netip.MustParsePrefix("10.4.255.2/30"),
 		ListenRanges: []netip.Prefix{rack83, rack94},
@@ -89,6 +95,7 @@ const BGPConfig = `peers:
 - peer-address: 10.4.83.1
   peer-asn: 64512
   my-asn: 64512
+  password: ` + tor83Password + `
   node-selectors:
   - match-expressions:
     - key: kubernetes/route
