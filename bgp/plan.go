@@ -114,6 +114,11 @@ func Plan(s *cluster.Snapshot) (Desired, []string) {
 			warnings = append(warnings, fmt.Sprintf("pod CIDR %s not advertised: node %s has no InternalIP of its family", c, self.Name))
 			continue
 		}
+		// A session carries the family of its peer address only; the path
+		// stays planned so that a peer of its family gets it when it comes.
+		if !slices.ContainsFunc(d.Peers, func(p Peer) bool { return p.Address.Is6() == c.Addr().Is6() }) {
+			warnings = append(warnings, fmt.Sprintf("pod CIDR %s reaches no peer: no selected peer has an address of its family", c))
+		}
 		d.Paths = append(d.Paths, Path{Prefix: c, NextHop: nh})
 	}
 	slices.SortFunc(d.Peers, func(a, b Peer) int { return a.Address.Compare(b.Address) })

@@ -515,6 +515,7 @@ peers:
 				},
 				Paths: []Path{path("fd00:244:1::/64", "fd00::10")},
 			},
+			wantWarnings: []string{"pod CIDR fd00:244:1::/64 reaches no peer"},
 		},
 		{
 			desc:     "router-id of an unselected peer is not used",
@@ -653,6 +654,7 @@ peers:
 					path("fd00:244:1::/64", "fd00::10"),
 				},
 			},
+			wantWarnings: []string{"pod CIDR fd00:244:1::/64 reaches no peer"},
 		},
 		{
 			desc: "pod CIDR of a family without InternalIP is skipped",
@@ -686,7 +688,10 @@ peers:
 				},
 				Paths: []Path{path("fd00:244:1::/64", "fd00::10")},
 			},
-			wantWarnings: []string{"pod CIDR 10.244.1.0/24 not advertised: node v6-only has no InternalIP of its family"},
+			wantWarnings: []string{
+				"pod CIDR 10.244.1.0/24 not advertised: node v6-only has no InternalIP of its family",
+				"pod CIDR fd00:244:1::/64 reaches no peer",
+			},
 		},
 		{
 			desc: "node without pod CIDRs holds sessions and advertises nothing",
@@ -710,6 +715,7 @@ peers:
 				Peers:  []Peer{peerWithDefaults("fd00::1", 64524, 64513)},
 				Paths:  []Path{path("10.244.1.0/24", "10.4.36.10")},
 			},
+			wantWarnings: []string{"pod CIDR 10.244.1.0/24 reaches no peer"},
 		},
 		{
 			desc: "output is sorted whatever the input order",
