@@ -273,7 +273,11 @@ func (l *Lab) StartAgent(ctx context.Context, n *Node) error {
 		return err
 	}
 	n.Socket = filepath.Join(dir, "agent.sock")
-	p, err := l.start(n.NS, "route-agent", dir, filepath.Join(l.opts.BinDir, "route-agent"),
+	// Its own UTS namespace gives the agent the node's hostname, which
+	// GoBGP announces and FRR prints next to the peer. unshare and sh exec
+	// in place, so the PID stays the agent's.
+	p, err := l.start(n.NS, "route-agent", dir, "unshare", "--uts", "sh", "-c", `hostname "$0" && exec "$@"`, n.Name,
+		filepath.Join(l.opts.BinDir, "route-agent"),
 		"--node-name", n.Name, "--kubeconfig", kubeconfig, "--api-socket", n.Socket, "--log-level", "info")
 	if err != nil {
 		return err
