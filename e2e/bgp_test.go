@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -460,5 +461,49 @@ func TestMD5PasswordIsEnforced(t *testing.T) {
 	}
 	if err := l.WaitEstablished(ctx, n, r, settle); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// routectl bgp routes shows what the ToR got from the node (advertised)
+// and what the ToR sent it (received), path for path.
+func TestRoutectlRoutesAgreeWithFRR(t *testing.T) {
+	ctx := testContext(t)
+	l := theLab
+	for _, n := range l.Nodes {
+		r := n.Router
+		err := lab.WaitFor(ctx, settle, n.Name+"'s paths to agree with "+r.Name, func() error {
+			for _, dir := range []string{"advertised", "received"} {
+				rows, err := l.Routes(ctx, n, dir)
+				if err != nil {
+					return err
+				}
+				var mine []string
+				for _, row := range rows {
+					if row.PeerAddress != r.Addr.String() {
+						return fmt.Errorf("%s %s: row for unexpected peer %s", n.Name, dir, row.PeerAddress)
+					}
+					mine = append(mine, row.Prefix)
+					if dir == "advertised" && (row.NextHop != n.IP.String() || row.Prefix != n.PodCIDR.String()) {
+						return fmt.Errorf("%s advertises %s via %s, want only its pod CIDR %s via %s", n.Name, row.Prefix, row.NextHop, n.PodCIDR, n.IP)
+					}
+				}
+				if len(mine) == 0 {
+					return fmt.Errorf("%s has no %s paths", n.Name, dir)
+				}
+				slices.Sort(mine)
+				// What the node advertises, the ToR received from it.
+				frr, err := r.NeighborPrefixes(ctx, n.IP.String(), dir == "received")
+				if err != nil {
+					return err
+				}
+				if !slices.Equal(mine, frr) {
+					return fmt.Errorf("%s %s %v, %s's view %v", n.Name, dir, mine, r.Name, frr)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
 	}
 }

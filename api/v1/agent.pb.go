@@ -23,6 +23,54 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ListBGPRoutesRequest_Direction int32
+
+const (
+	// What the agent sends, after its export policy, as the peer gets it.
+	ListBGPRoutesRequest_ADVERTISED ListBGPRoutesRequest_Direction = 0
+	// What the peer sent.
+	ListBGPRoutesRequest_RECEIVED ListBGPRoutesRequest_Direction = 1
+)
+
+// Enum value maps for ListBGPRoutesRequest_Direction.
+var (
+	ListBGPRoutesRequest_Direction_name = map[int32]string{
+		0: "ADVERTISED",
+		1: "RECEIVED",
+	}
+	ListBGPRoutesRequest_Direction_value = map[string]int32{
+		"ADVERTISED": 0,
+		"RECEIVED":   1,
+	}
+)
+
+func (x ListBGPRoutesRequest_Direction) Enum() *ListBGPRoutesRequest_Direction {
+	p := new(ListBGPRoutesRequest_Direction)
+	*p = x
+	return p
+}
+
+func (x ListBGPRoutesRequest_Direction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ListBGPRoutesRequest_Direction) Descriptor() protoreflect.EnumDescriptor {
+	return file_agent_proto_enumTypes[0].Descriptor()
+}
+
+func (ListBGPRoutesRequest_Direction) Type() protoreflect.EnumType {
+	return &file_agent_proto_enumTypes[0]
+}
+
+func (x ListBGPRoutesRequest_Direction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ListBGPRoutesRequest_Direction.Descriptor instead.
+func (ListBGPRoutesRequest_Direction) EnumDescriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{6, 0}
+}
+
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -429,6 +477,179 @@ func (x *BGPPeerFamily) GetAdvertised() uint64 {
 	return 0
 }
 
+type ListBGPRoutesRequest struct {
+	state     protoimpl.MessageState         `protogen:"open.v1"`
+	Direction ListBGPRoutesRequest_Direction `protobuf:"varint,1,opt,name=direction,proto3,enum=routeagent.v1.ListBGPRoutesRequest_Direction" json:"direction,omitempty"`
+	// Only this peer; empty means every peer.
+	PeerAddress   string `protobuf:"bytes,2,opt,name=peer_address,json=peerAddress,proto3" json:"peer_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBGPRoutesRequest) Reset() {
+	*x = ListBGPRoutesRequest{}
+	mi := &file_agent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBGPRoutesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBGPRoutesRequest) ProtoMessage() {}
+
+func (x *ListBGPRoutesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBGPRoutesRequest.ProtoReflect.Descriptor instead.
+func (*ListBGPRoutesRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListBGPRoutesRequest) GetDirection() ListBGPRoutesRequest_Direction {
+	if x != nil {
+		return x.Direction
+	}
+	return ListBGPRoutesRequest_ADVERTISED
+}
+
+func (x *ListBGPRoutesRequest) GetPeerAddress() string {
+	if x != nil {
+		return x.PeerAddress
+	}
+	return ""
+}
+
+type ListBGPRoutesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Routes        []*BGPRoute            `protobuf:"bytes,1,rep,name=routes,proto3" json:"routes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBGPRoutesResponse) Reset() {
+	*x = ListBGPRoutesResponse{}
+	mi := &file_agent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBGPRoutesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBGPRoutesResponse) ProtoMessage() {}
+
+func (x *ListBGPRoutesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBGPRoutesResponse.ProtoReflect.Descriptor instead.
+func (*ListBGPRoutesResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListBGPRoutesResponse) GetRoutes() []*BGPRoute {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+type BGPRoute struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PeerAddress   string                 `protobuf:"bytes,1,opt,name=peer_address,json=peerAddress,proto3" json:"peer_address,omitempty"`
+	Family        string                 `protobuf:"bytes,2,opt,name=family,proto3" json:"family,omitempty"`
+	Prefix        string                 `protobuf:"bytes,3,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	NextHop       string                 `protobuf:"bytes,4,opt,name=next_hop,json=nextHop,proto3" json:"next_hop,omitempty"`
+	AsPath        []uint32               `protobuf:"varint,5,rep,packed,name=as_path,json=asPath,proto3" json:"as_path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BGPRoute) Reset() {
+	*x = BGPRoute{}
+	mi := &file_agent_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BGPRoute) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BGPRoute) ProtoMessage() {}
+
+func (x *BGPRoute) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BGPRoute.ProtoReflect.Descriptor instead.
+func (*BGPRoute) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *BGPRoute) GetPeerAddress() string {
+	if x != nil {
+		return x.PeerAddress
+	}
+	return ""
+}
+
+func (x *BGPRoute) GetFamily() string {
+	if x != nil {
+		return x.Family
+	}
+	return ""
+}
+
+func (x *BGPRoute) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *BGPRoute) GetNextHop() string {
+	if x != nil {
+		return x.NextHop
+	}
+	return ""
+}
+
+func (x *BGPRoute) GetAsPath() []uint32 {
+	if x != nil {
+		return x.AsPath
+	}
+	return nil
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -465,10 +686,26 @@ const file_agent_proto_rawDesc = "" +
 	"\breceived\x18\b \x01(\x04R\breceived\x12\x1e\n" +
 	"\n" +
 	"advertised\x18\t \x01(\x04R\n" +
-	"advertised2\xa7\x01\n" +
+	"advertised\"\xb1\x01\n" +
+	"\x14ListBGPRoutesRequest\x12K\n" +
+	"\tdirection\x18\x01 \x01(\x0e2-.routeagent.v1.ListBGPRoutesRequest.DirectionR\tdirection\x12!\n" +
+	"\fpeer_address\x18\x02 \x01(\tR\vpeerAddress\")\n" +
+	"\tDirection\x12\x0e\n" +
+	"\n" +
+	"ADVERTISED\x10\x00\x12\f\n" +
+	"\bRECEIVED\x10\x01\"H\n" +
+	"\x15ListBGPRoutesResponse\x12/\n" +
+	"\x06routes\x18\x01 \x03(\v2\x17.routeagent.v1.BGPRouteR\x06routes\"\x91\x01\n" +
+	"\bBGPRoute\x12!\n" +
+	"\fpeer_address\x18\x01 \x01(\tR\vpeerAddress\x12\x16\n" +
+	"\x06family\x18\x02 \x01(\tR\x06family\x12\x16\n" +
+	"\x06prefix\x18\x03 \x01(\tR\x06prefix\x12\x19\n" +
+	"\bnext_hop\x18\x04 \x01(\tR\anextHop\x12\x17\n" +
+	"\aas_path\x18\x05 \x03(\rR\x06asPath2\x83\x02\n" +
 	"\x05Agent\x12E\n" +
 	"\x06Status\x12\x1c.routeagent.v1.StatusRequest\x1a\x1d.routeagent.v1.StatusResponse\x12W\n" +
-	"\fListBGPPeers\x12\".routeagent.v1.ListBGPPeersRequest\x1a#.routeagent.v1.ListBGPPeersResponseB(Z&routeagent.io/route-agent/api/v1;apiv1b\x06proto3"
+	"\fListBGPPeers\x12\".routeagent.v1.ListBGPPeersRequest\x1a#.routeagent.v1.ListBGPPeersResponse\x12Z\n" +
+	"\rListBGPRoutes\x12#.routeagent.v1.ListBGPRoutesRequest\x1a$.routeagent.v1.ListBGPRoutesResponseB(Z&routeagent.io/route-agent/api/v1;apiv1b\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -482,27 +719,36 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_agent_proto_goTypes = []any{
-	(*StatusRequest)(nil),        // 0: routeagent.v1.StatusRequest
-	(*StatusResponse)(nil),       // 1: routeagent.v1.StatusResponse
-	(*ConfigStatus)(nil),         // 2: routeagent.v1.ConfigStatus
-	(*ListBGPPeersRequest)(nil),  // 3: routeagent.v1.ListBGPPeersRequest
-	(*ListBGPPeersResponse)(nil), // 4: routeagent.v1.ListBGPPeersResponse
-	(*BGPPeerFamily)(nil),        // 5: routeagent.v1.BGPPeerFamily
+	(ListBGPRoutesRequest_Direction)(0), // 0: routeagent.v1.ListBGPRoutesRequest.Direction
+	(*StatusRequest)(nil),               // 1: routeagent.v1.StatusRequest
+	(*StatusResponse)(nil),              // 2: routeagent.v1.StatusResponse
+	(*ConfigStatus)(nil),                // 3: routeagent.v1.ConfigStatus
+	(*ListBGPPeersRequest)(nil),         // 4: routeagent.v1.ListBGPPeersRequest
+	(*ListBGPPeersResponse)(nil),        // 5: routeagent.v1.ListBGPPeersResponse
+	(*BGPPeerFamily)(nil),               // 6: routeagent.v1.BGPPeerFamily
+	(*ListBGPRoutesRequest)(nil),        // 7: routeagent.v1.ListBGPRoutesRequest
+	(*ListBGPRoutesResponse)(nil),       // 8: routeagent.v1.ListBGPRoutesResponse
+	(*BGPRoute)(nil),                    // 9: routeagent.v1.BGPRoute
 }
 var file_agent_proto_depIdxs = []int32{
-	2, // 0: routeagent.v1.StatusResponse.bgp_config:type_name -> routeagent.v1.ConfigStatus
-	5, // 1: routeagent.v1.ListBGPPeersResponse.peers:type_name -> routeagent.v1.BGPPeerFamily
-	0, // 2: routeagent.v1.Agent.Status:input_type -> routeagent.v1.StatusRequest
-	3, // 3: routeagent.v1.Agent.ListBGPPeers:input_type -> routeagent.v1.ListBGPPeersRequest
-	1, // 4: routeagent.v1.Agent.Status:output_type -> routeagent.v1.StatusResponse
-	4, // 5: routeagent.v1.Agent.ListBGPPeers:output_type -> routeagent.v1.ListBGPPeersResponse
-	4, // [4:6] is the sub-list for method output_type
-	2, // [2:4] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	3, // 0: routeagent.v1.StatusResponse.bgp_config:type_name -> routeagent.v1.ConfigStatus
+	6, // 1: routeagent.v1.ListBGPPeersResponse.peers:type_name -> routeagent.v1.BGPPeerFamily
+	0, // 2: routeagent.v1.ListBGPRoutesRequest.direction:type_name -> routeagent.v1.ListBGPRoutesRequest.Direction
+	9, // 3: routeagent.v1.ListBGPRoutesResponse.routes:type_name -> routeagent.v1.BGPRoute
+	1, // 4: routeagent.v1.Agent.Status:input_type -> routeagent.v1.StatusRequest
+	4, // 5: routeagent.v1.Agent.ListBGPPeers:input_type -> routeagent.v1.ListBGPPeersRequest
+	7, // 6: routeagent.v1.Agent.ListBGPRoutes:input_type -> routeagent.v1.ListBGPRoutesRequest
+	2, // 7: routeagent.v1.Agent.Status:output_type -> routeagent.v1.StatusResponse
+	5, // 8: routeagent.v1.Agent.ListBGPPeers:output_type -> routeagent.v1.ListBGPPeersResponse
+	8, // 9: routeagent.v1.Agent.ListBGPRoutes:output_type -> routeagent.v1.ListBGPRoutesResponse
+	7, // [7:10] is the sub-list for method output_type
+	4, // [4:7] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -515,13 +761,14 @@ func file_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   6,
+			NumEnums:      1,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_agent_proto_goTypes,
 		DependencyIndexes: file_agent_proto_depIdxs,
+		EnumInfos:         file_agent_proto_enumTypes,
 		MessageInfos:      file_agent_proto_msgTypes,
 	}.Build()
 	File_agent_proto = out.File

@@ -21,8 +21,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Agent_Status_FullMethodName       = "/routeagent.v1.Agent/Status"
-	Agent_ListBGPPeers_FullMethodName = "/routeagent.v1.Agent/ListBGPPeers"
+	Agent_Status_FullMethodName        = "/routeagent.v1.Agent/Status"
+	Agent_ListBGPPeers_FullMethodName  = "/routeagent.v1.Agent/ListBGPPeers"
+	Agent_ListBGPRoutes_FullMethodName = "/routeagent.v1.Agent/ListBGPRoutes"
 )
 
 // AgentClient is the client API for Agent service.
@@ -33,6 +34,8 @@ type AgentClient interface {
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
 	// ListBGPPeers returns one entry per peer and address family.
 	ListBGPPeers(ctx context.Context, in *ListBGPPeersRequest, opts ...grpc.CallOption) (*ListBGPPeersResponse, error)
+	// ListBGPRoutes returns the paths advertised to or received from peers.
+	ListBGPRoutes(ctx context.Context, in *ListBGPRoutesRequest, opts ...grpc.CallOption) (*ListBGPRoutesResponse, error)
 }
 
 type agentClient struct {
@@ -63,6 +66,16 @@ func (c *agentClient) ListBGPPeers(ctx context.Context, in *ListBGPPeersRequest,
 	return out, nil
 }
 
+func (c *agentClient) ListBGPRoutes(ctx context.Context, in *ListBGPRoutesRequest, opts ...grpc.CallOption) (*ListBGPRoutesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListBGPRoutesResponse)
+	err := c.cc.Invoke(ctx, Agent_ListBGPRoutes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -71,6 +84,8 @@ type AgentServer interface {
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
 	// ListBGPPeers returns one entry per peer and address family.
 	ListBGPPeers(context.Context, *ListBGPPeersRequest) (*ListBGPPeersResponse, error)
+	// ListBGPRoutes returns the paths advertised to or received from peers.
+	ListBGPRoutes(context.Context, *ListBGPRoutesRequest) (*ListBGPRoutesResponse, error)
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -86,6 +101,9 @@ func (UnimplementedAgentServer) Status(context.Context, *StatusRequest) (*Status
 }
 func (UnimplementedAgentServer) ListBGPPeers(context.Context, *ListBGPPeersRequest) (*ListBGPPeersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListBGPPeers not implemented")
+}
+func (UnimplementedAgentServer) ListBGPRoutes(context.Context, *ListBGPRoutesRequest) (*ListBGPRoutesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListBGPRoutes not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -144,6 +162,24 @@ func _Agent_ListBGPPeers_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_ListBGPRoutes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListBGPRoutesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).ListBGPRoutes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_ListBGPRoutes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).ListBGPRoutes(ctx, req.(*ListBGPRoutesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -158,6 +194,10 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListBGPPeers",
 			Handler:    _Agent_ListBGPPeers_Handler,
+		},
+		{
+			MethodName: "ListBGPRoutes",
+			Handler:    _Agent_ListBGPRoutes_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

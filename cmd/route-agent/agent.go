@@ -3,9 +3,13 @@ package main
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	apiv1 "routeagent.io/route-agent/api/v1"
 	"routeagent.io/route-agent/bgp"
@@ -142,4 +146,26 @@ func (a *agent) ListBGPPeers(ctx context.Context, _ *apiv1.ListBGPPeersRequest) 
 		})
 	}
 	return r, nil
+}
+
+func (a *agent) ListBGPRoutes(ctx context.Context, r *apiv1.ListBGPRoutesRequest) (*apiv1.ListBGPRoutesResponse, error) {
+	var peer netip.Addr
+	if r.GetPeerAddress() != "" {
+		var err error
+		if peer, err = netip.ParseAddr(r.GetPeerAddress()); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "peer address %q: %v", r.GetPeerAddress(), err)
+		}
+	}
+	routes, err := a.speaker.Routes(ctx, r.GetDirection() == apiv1.ListBGPRoutesRequest_ADVERTISED, peer)
+	if err != nil {
+		return nil, err
+	}
+	resp := &apiv1.ListBGPRoutesResponse{}
+	for _, rt := range routes {
+		resp.Routes = append(resp.Routes, &apiv1.BGPRoute{
+			PeerAddress: rt.PeerAddress, Family: rt.Family, Prefix: rt.Prefix.String(),
+			NextHop: rt.NextHop, AsPath: rt.ASPath,
+		})
+	}
+	return resp, nil
 }

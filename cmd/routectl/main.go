@@ -61,6 +61,31 @@ func newRoot() *cobra.Command {
 			})
 		},
 	})
+	var peer string
+	routesCmd := &cobra.Command{
+		Use:   "routes advertised|received",
+		Short: "Paths sent to or received from the BGP peers",
+		Long: `Paths sent to (advertised) or received from (received) each BGP peer.
+Advertised paths are shown as the peer gets them: after the agent's export
+policy, with the next hop and AS path on the wire.`,
+		ValidArgs: []string{"advertised", "received"},
+		Args:      cobra.MatchAll(cobra.ExactArgs(1), cobra.OnlyValidArgs),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := &apiv1.ListBGPRoutesRequest{PeerAddress: peer}
+			if args[0] == "received" {
+				req.Direction = apiv1.ListBGPRoutesRequest_RECEIVED
+			}
+			return g.call(cmd, func(ctx context.Context, c apiv1.AgentClient) error {
+				r, err := c.ListBGPRoutes(ctx, req)
+				if err != nil {
+					return err
+				}
+				return printRoutes(cmd.OutOrStdout(), g.output, r.GetRoutes())
+			})
+		},
+	}
+	routesCmd.Flags().StringVar(&peer, "peer", "", "only this peer's paths")
+	bgpCmd.AddCommand(routesCmd)
 	root.AddCommand(bgpCmd, &cobra.Command{
 		Use:   "status",
 		Short: "This node, the configuration in force and its errors",

@@ -54,6 +54,48 @@ func printPeers(w io.Writer, format string, peers []*apiv1.BGPPeerFamily) error 
 	return tw.Flush()
 }
 
+// routeRow is the JSON form of one `routectl bgp routes` row.
+type routeRow struct {
+	PeerAddress string   `json:"peerAddress"`
+	Family      string   `json:"family"`
+	Prefix      string   `json:"prefix"`
+	NextHop     string   `json:"nextHop"`
+	ASPath      []uint32 `json:"asPath"`
+}
+
+func printRoutes(w io.Writer, format string, routes []*apiv1.BGPRoute) error {
+	rows := make([]routeRow, 0, len(routes))
+	for _, r := range routes {
+		path := r.GetAsPath()
+		if path == nil {
+			path = []uint32{}
+		}
+		rows = append(rows, routeRow{PeerAddress: r.GetPeerAddress(), Family: r.GetFamily(),
+			Prefix: r.GetPrefix(), NextHop: r.GetNextHop(), ASPath: path})
+	}
+	if format == "json" {
+		return writeJSON(w, rows)
+	}
+	if len(rows) == 0 {
+		_, err := fmt.Fprintln(w, "No paths.")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
+	fmt.Fprintln(tw, "Peer\tFamily\tPrefix\tNext Hop\tAS Path")
+	for _, r := range rows {
+		path := make([]string, len(r.ASPath))
+		for i, as := range r.ASPath {
+			path[i] = strconv.FormatUint(uint64(as), 10)
+		}
+		asPath := strings.Join(path, " ")
+		if asPath == "" {
+			asPath = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.PeerAddress, r.Family, r.Prefix, r.NextHop, asPath)
+	}
+	return tw.Flush()
+}
+
 // hostPort prints 10.0.0.1:179 and [fd00::1]:179.
 func hostPort(addr string, port uint32) string {
 	if a, err := netip.ParseAddr(addr); err == nil {

@@ -394,3 +394,42 @@ func TestPrintStatusJSONEmptyArrays(t *testing.T) {
 		}
 	}
 }
+
+func TestPrintRoutes(t *testing.T) {
+	routes := []*apiv1.BGPRoute{
+		{PeerAddress: "10.4.94.1", Family: "ipv4/unicast", Prefix: "10.5.112.0/24", NextHop: "10.4.94.11", AsPath: []uint32{64513}},
+		{PeerAddress: "10.4.83.1", Family: "ipv4/unicast", Prefix: "10.5.119.0/24", NextHop: "10.4.83.11"},
+	}
+	var b bytes.Buffer
+	if err := printRoutes(&b, "table", routes); err != nil {
+		t.Fatal(err)
+	}
+	want := "" +
+		"Peer        Family         Prefix          Next Hop     AS Path\n" +
+		"10.4.94.1   ipv4/unicast   10.5.112.0/24   10.4.94.11   64513\n" +
+		"10.4.83.1   ipv4/unicast   10.5.119.0/24   10.4.83.11   -\n"
+	if b.String() != want {
+		t.Errorf("table:\n%s\nwant:\n%s", b.String(), want)
+	}
+
+	b.Reset()
+	if err := printRoutes(&b, "json", routes); err != nil {
+		t.Fatal(err)
+	}
+	var rows []map[string]any
+	if err := json.Unmarshal(b.Bytes(), &rows); err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 2 || rows[0]["nextHop"] != "10.4.94.11" || rows[0]["prefix"] != "10.5.112.0/24" ||
+		rows[0]["peerAddress"] != "10.4.94.1" || rows[0]["family"] != "ipv4/unicast" {
+		t.Errorf("json rows = %v", rows)
+	}
+	if p, ok := rows[1]["asPath"].([]any); !ok || len(p) != 0 {
+		t.Errorf("an empty AS path must be [] in JSON, got %#v", rows[1]["asPath"])
+	}
+
+	b.Reset()
+	if err := printRoutes(&b, "table", nil); err != nil || b.String() != "No paths.\n" {
+		t.Errorf("empty table = %q, %v", b.String(), err)
+	}
+}

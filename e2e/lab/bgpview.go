@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 )
 
@@ -134,4 +136,47 @@ func (l *Lab) WaitConverged(ctx context.Context, timeout time.Duration) error {
 		}
 		return nil
 	})
+}
+
+// RouteRow is one row of `routectl bgp routes ... -o json`.
+type RouteRow struct {
+	PeerAddress string   `json:"peerAddress"`
+	Family      string   `json:"family"`
+	Prefix      string   `json:"prefix"`
+	NextHop     string   `json:"nextHop"`
+	ASPath      []uint32 `json:"asPath"`
+}
+
+// Routes returns n's `routectl bgp routes advertised|received -o json`.
+func (l *Lab) Routes(ctx context.Context, n *Node, direction string) ([]RouteRow, error) {
+	out, err := l.Routectl(ctx, n, "bgp", "routes", direction, "-o", "json")
+	if err != nil {
+		return nil, err
+	}
+	var rows []RouteRow
+	if err := json.Unmarshal(out, &rows); err != nil {
+		return nil, fmt.Errorf("decoding routectl output of %s: %w: %s", n.Name, err, out)
+	}
+	return rows, nil
+}
+
+// NeighborPrefixes returns the prefixes r accepted from neighbor (received)
+// or sends to it (advertised), sorted.
+func (r *Router) NeighborPrefixes(ctx context.Context, neighbor string, advertised bool) ([]string, error) {
+	var t struct {
+		Routes     map[string]json.RawMessage `json:"routes"`
+		Advertised map[string]json.RawMessage `json:"advertisedRoutes"`
+	}
+	cmd := "show bgp ipv4 unicast neighbors " + neighbor + " routes json"
+	if advertised {
+		cmd = "show bgp ipv4 unicast neighbors " + neighbor + " advertised-routes json"
+	}
+	if err := r.VTYJSON(ctx, cmd, &t); err != nil {
+		return nil, err
+	}
+	m := t.Routes
+	if advertised {
+		m = t.Advertised
+	}
+	return slices.Sorted(maps.Keys(m)), nil
 }
