@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"time"
 
@@ -57,9 +56,6 @@ type Lab struct {
 	restConfig *rest.Config
 	dynamic    dynamic.Interface
 	caPEM      []byte
-
-	mu    sync.Mutex
-	procs []*proc
 }
 
 func (l *Lab) logf(format string, args ...any) {
@@ -331,12 +327,7 @@ func (l *Lab) SetNodeLabel(ctx context.Context, n *Node, key, value string) erro
 // Down stops every process and removes every namespace and file of the
 // lab, then releases the reaper.
 func (l *Lab) Down() error {
-	l.mu.Lock()
-	l.procs = nil
-	l.mu.Unlock()
-	l.res.mu.Lock()
-	st := l.res.st
-	l.res.mu.Unlock()
+	st := l.res.snapshot()
 	err := release(st)
 	if l.reaperPipe != nil {
 		l.reaperPipe.Close()

@@ -101,9 +101,6 @@ func (l *Lab) start(ns, name, dir, bin string, args ...string) (*proc, error) {
 		_ = cmd.Wait()
 		close(p.done)
 	}()
-	l.mu.Lock()
-	l.procs = append(l.procs, p)
-	l.mu.Unlock()
 	return p, nil
 }
 

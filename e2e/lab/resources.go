@@ -68,6 +68,17 @@ func (r *resources) addDir(dir string) error {
 	return r.save()
 }
 
+// snapshot returns a copy of what is recorded now.
+func (r *resources) snapshot() state {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return state{
+		Namespaces: slices.Clone(r.st.Namespaces),
+		PIDs:       slices.Clone(r.st.PIDs),
+		Dirs:       slices.Clone(r.st.Dirs),
+	}
+}
+
 // release removes everything recorded, newest first: processes, then
 // namespaces (a namespace is only gone once nothing runs in it), then
 // directories. It keeps going after a failure and reports all of them.
