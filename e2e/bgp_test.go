@@ -52,6 +52,25 @@ func TestPodCIDRsAdvertisedToToRs(t *testing.T) {
 	}
 }
 
+// The metrics say what routectl says: every session up, one path
+// advertised, the configuration loaded and not stale.
+func TestMetrics(t *testing.T) {
+	ctx := testContext(t)
+	l := theLab
+	for _, n := range l.Nodes {
+		peer := n.Router.Addr.String()
+		err := metricsHave(ctx, l, n,
+			fmt.Sprintf(`route_agent_bgp_session_up{peer="%s"} 1`, peer),
+			fmt.Sprintf(`route_agent_bgp_advertised_paths{family="ipv4/unicast",peer="%s"} 1`, peer),
+			`route_agent_config_loaded{configmap="kube-system/bgp-config"} 1`,
+			`route_agent_config_stale{configmap="kube-system/bgp-config"} 0`,
+			`route_agent_bgp_plan_warnings 0`)
+		if err != nil {
+			t.Error(err)
+		}
+	}
+}
+
 // routectl bgp peers -o json says what FRR says about the same session.
 func TestRoutectlAgreesWithFRR(t *testing.T) {
 	ctx := testContext(t)
@@ -171,6 +190,23 @@ func waitForEvent(ctx context.Context, l *lab.Lab, want []string) error {
 	})
 }
 
+// metricsHave waits until n's metrics contain every line of want.
+func metricsHave(ctx context.Context, l *lab.Lab, n *lab.Node, want ...string) error {
+	return lab.WaitFor(ctx, settle, fmt.Sprintf("%s's metrics to show %q", n.Name, want), func() error {
+		m, err := l.Metrics(ctx, n)
+		if err != nil {
+			return err
+		}
+		lines := strings.Split(m, "\n")
+		for _, w := range want {
+			if !slices.Contains(lines, w) {
+				return fmt.Errorf("no line %q", w)
+			}
+		}
+		return nil
+	})
+}
+
 // A bgp-config that does not parse is reported with peer index, field and
 // value, and the agent keeps its last good configuration and its sessions.
 func TestInvalidConfigKeepsLastGood(t *testing.T) {
@@ -235,6 +271,12 @@ func TestInvalidConfigKeepsLastGood(t *testing.T) {
 				if err := waitForEvent(ctx, l, append([]string{"node " + node.Name}, c.want...)); err != nil {
 					t.Error(err)
 				}
+				if err := metricsHave(ctx, l, node,
+					`route_agent_config_stale{configmap="kube-system/bgp-config"} 1`,
+					`route_agent_config_loaded{configmap="kube-system/bgp-config"} 1`,
+					fmt.Sprintf(`route_agent_bgp_session_up{peer="%s"} 1`, node.Router.Addr)); err != nil {
+					t.Error(err)
+				}
 				if got.BGPConfig.AppliedResourceVersion != good.BGPConfig.AppliedResourceVersion {
 					t.Errorf("%s: config in force changed from resourceVersion %s to %s",
 						node.Name, good.BGPConfig.AppliedResourceVersion, got.BGPConfig.AppliedResourceVersion)
@@ -257,6 +299,9 @@ func TestInvalidConfigKeepsLastGood(t *testing.T) {
 	// A good config clears the error.
 	if err := l.ApplyBGPConfig(ctx, lab.BGPConfig); err != nil {
 		t.Fatal(err)
+	}
+	if err := metricsHave(ctx, l, n, `route_agent_config_stale{configmap="kube-system/bgp-config"} 0`); err != nil {
+		t.Error(err)
 	}
 	err = lab.WaitFor(ctx, settle, "the error to clear", func() error {
 		s, err := status(ctx, l, n)

@@ -33,6 +33,7 @@ type options struct {
 	bgpConfig  string
 	resync     time.Duration
 	logLevel   string
+	metrics    string
 }
 
 func main() {
@@ -57,6 +58,7 @@ hop. routectl talks to it over --api-socket.`,
 	f.StringVar(&o.bgpConfig, "bgp-config", "kube-system/bgp-config", "namespace/name of the ConfigMap holding the BGP configuration under key "+cluster.BGPConfigKey)
 	f.DurationVar(&o.resync, "resync-period", 5*time.Minute, "how often to re-apply the whole desired state even without changes")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.metrics, "metrics-listen", ":9955", "address serving Prometheus metrics on /metrics; empty disables them")
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -102,7 +104,7 @@ func run(ctx context.Context, o options) error {
 
 	speaker := bgp.NewSpeaker(log)
 	a := newAgent(log, speaker)
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	go func() { errc <- server.Serve(ctx, lis, a) }()
 	go func() {
 		if err := speaker.WatchSessions(ctx); err != nil && ctx.Err() == nil {
@@ -110,6 +112,9 @@ func run(ctx context.Context, o options) error {
 		}
 	}()
 	go func() { errc <- a.reconcileLoop(ctx, o.resync) }()
+	if o.metrics != "" {
+		go func() { errc <- serveMetrics(ctx, o.metrics, a) }()
+	}
 	go func() {
 		errc <- cluster.Watch(ctx, cluster.WatchOptions{
 			Client:    client,

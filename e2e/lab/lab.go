@@ -13,6 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -366,4 +368,24 @@ func (l *Lab) StopAgent(n *Node, grace time.Duration) error {
 		return fmt.Errorf("the agent on %s exited with %s:\n%s", n.Name, p.cmd.ProcessState, p.tail(20))
 	}
 	return nil
+}
+
+// Metrics fetches n's agent's /metrics from inside n's namespace, as a
+// Prometheus on the node network would.
+func (l *Lab) Metrics(ctx context.Context, n *Node) (string, error) {
+	c := &http.Client{Transport: &http.Transport{DialContext: nsDialer(n.NS)}, Timeout: 10 * time.Second}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(n.IP.String(), "9955")+"/metrics", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("metrics of %s: %w", n.Name, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("metrics of %s: %s: %s", n.Name, resp.Status, b)
+	}
+	return string(b), err
 }
