@@ -221,6 +221,14 @@ func (s *Speaker) setExportPolicy(ctx context.Context) error {
 	return nil
 }
 
+// Global returns the speaker-wide configuration in force; zero when BGP is
+// stopped.
+func (s *Speaker) Global() Global {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cur.Global
+}
+
 // PeerStatus is one row of `routectl bgp peers`: a peer and one family.
 type PeerStatus struct {
 	LocalASN     uint32

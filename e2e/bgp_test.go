@@ -130,7 +130,9 @@ func compareWithFRR(ctx context.Context, l *lab.Lab, n *lab.Node, r *lab.Router)
 }
 
 type statusJSON struct {
-	BGPConfig struct {
+	BGPASN      uint32 `json:"bgpASN"`
+	BGPRouterID string `json:"bgpRouterID"`
+	BGPConfig   struct {
 		AppliedResourceVersion string `json:"appliedResourceVersion"`
 		Error                  string `json:"error"`
 		ErrorResourceVersion   string `json:"errorResourceVersion"`
@@ -337,6 +339,11 @@ func TestRelabelMovesSession(t *testing.T) {
 		}
 		if err := l.WaitEstablished(ctx, n, to, settle); err != nil {
 			t.Fatal(err)
+		}
+		// The speaker now runs in the AS the new peer expects of nodes.
+		if st, err := status(ctx, l, n); err != nil || st.BGPASN != to.NodeASN || st.BGPRouterID != n.IP.String() {
+			t.Errorf("routectl status after the move: AS %d router-id %q (%v), want AS %d router-id %s",
+				st.BGPASN, st.BGPRouterID, err, to.NodeASN, n.IP)
 		}
 		err := lab.WaitFor(ctx, settle, from.Name+" to drop "+n.Name, func() error {
 			rows, err := l.Peers(ctx, n)

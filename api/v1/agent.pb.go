@@ -121,6 +121,10 @@ type StatusResponse struct {
 	Warnings []string `protobuf:"bytes,6,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	// The last error applying the plan to the BGP speaker, empty when it succeeded.
 	BgpApplyError string `protobuf:"bytes,7,opt,name=bgp_apply_error,json=bgpApplyError,proto3" json:"bgp_apply_error,omitempty"`
+	// The running speaker's ASN and router-id; 0 and empty when BGP is off
+	// (no peer selects this node).
+	BgpAsn        uint32 `protobuf:"varint,8,opt,name=bgp_asn,json=bgpAsn,proto3" json:"bgp_asn,omitempty"`
+	BgpRouterId   string `protobuf:"bytes,9,opt,name=bgp_router_id,json=bgpRouterId,proto3" json:"bgp_router_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -200,6 +204,20 @@ func (x *StatusResponse) GetWarnings() []string {
 func (x *StatusResponse) GetBgpApplyError() string {
 	if x != nil {
 		return x.BgpApplyError
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetBgpAsn() uint32 {
+	if x != nil {
+		return x.BgpAsn
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetBgpRouterId() string {
+	if x != nil {
+		return x.BgpRouterId
 	}
 	return ""
 }
@@ -655,7 +673,7 @@ var File_agent_proto protoreflect.FileDescriptor
 const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"\vagent.proto\x12\rrouteagent.v1\"\x0f\n" +
-	"\rStatusRequest\"\x84\x02\n" +
+	"\rStatusRequest\"\xc1\x02\n" +
 	"\x0eStatusResponse\x12\x1b\n" +
 	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12\x19\n" +
 	"\bnode_ips\x18\x02 \x03(\tR\anodeIps\x12\x1b\n" +
@@ -665,7 +683,9 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"bgp_config\x18\x05 \x01(\v2\x1b.routeagent.v1.ConfigStatusR\tbgpConfig\x12\x1a\n" +
 	"\bwarnings\x18\x06 \x03(\tR\bwarnings\x12&\n" +
-	"\x0fbgp_apply_error\x18\a \x01(\tR\rbgpApplyError\"\xc6\x01\n" +
+	"\x0fbgp_apply_error\x18\a \x01(\tR\rbgpApplyError\x12\x17\n" +
+	"\abgp_asn\x18\b \x01(\rR\x06bgpAsn\x12\"\n" +
+	"\rbgp_router_id\x18\t \x01(\tR\vbgpRouterId\"\xc6\x01\n" +
 	"\fConfigStatus\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12\x18\n" +
 	"\apresent\x18\x02 \x01(\bR\apresent\x128\n" +

@@ -97,6 +97,9 @@ func (a *agent) Status(context.Context, *apiv1.StatusRequest) (*apiv1.StatusResp
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	r := &apiv1.StatusResponse{Warnings: a.warnings}
+	if g := a.speaker.Global(); g.ASN != 0 {
+		r.BgpAsn, r.BgpRouterId = g.ASN, g.RouterID.String()
+	}
 	if a.applyErr != nil {
 		r.BgpApplyError = a.applyErr.Error()
 	}

@@ -135,6 +135,11 @@ func printStatus(w io.Writer, format string, s *apiv1.StatusResponse) error {
 			fmt.Fprintf(tw, "\t  %s\n", line)
 		}
 	}
+	if s.GetBgpAsn() != 0 {
+		fmt.Fprintf(tw, "BGP speaker:\tAS %d, router-id %s\n", s.GetBgpAsn(), s.GetBgpRouterId())
+	} else {
+		fmt.Fprintf(tw, "BGP speaker:\toff (no peer selects this node)\n")
+	}
 	for _, warn := range s.GetWarnings() {
 		fmt.Fprintf(tw, "Warning:\t%s\n", warn)
 	}
@@ -150,6 +155,8 @@ type statusOut struct {
 	NodeIPs       []string  `json:"nodeIPs"`
 	PodCIDRs      []string  `json:"podCIDRs"`
 	BGPConfig     configOut `json:"bgpConfig"`
+	BGPASN        uint32    `json:"bgpASN"`
+	BGPRouterID   string    `json:"bgpRouterID"`
 	Warnings      []string  `json:"warnings"`
 	BGPApplyError string    `json:"bgpApplyError,omitempty"`
 }
@@ -171,6 +178,8 @@ func statusJSON(s *apiv1.StatusResponse) statusOut {
 			Source: c.GetSource(), Present: c.GetPresent(), AppliedResourceVersion: c.GetAppliedResourceVersion(),
 			Error: c.GetError(), ErrorResourceVersion: c.GetErrorResourceVersion(),
 		},
+		BGPASN:        s.GetBgpAsn(),
+		BGPRouterID:   s.GetBgpRouterId(),
 		Warnings:      nonNil(s.GetWarnings()),
 		BGPApplyError: s.GetBgpApplyError(),
 	}

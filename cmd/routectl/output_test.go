@@ -210,12 +210,14 @@ func TestPrintStatusTable(t *testing.T) {
 				NodeIps:   []string{"10.0.0.1", "fd00::1"},
 				PodCidrs:  []string{"10.244.0.0/24", "fd00:244::/64"},
 				BgpConfig: &apiv1.ConfigStatus{Source: "kube-system/bgp-config", Present: true, AppliedResourceVersion: "100"},
+				BgpAsn:    64513, BgpRouterId: "10.0.0.1",
 			},
 			want: "" +
-				"Node:        node-a\n" +
-				"Node IPs:    10.0.0.1, fd00::1\n" +
-				"Pod CIDRs:   10.244.0.0/24, fd00:244::/64\n" +
-				"BGP config:  kube-system/bgp-config resourceVersion 100 in force\n",
+				"Node:         node-a\n" +
+				"Node IPs:     10.0.0.1, fd00::1\n" +
+				"Pod CIDRs:    10.244.0.0/24, fd00:244::/64\n" +
+				"BGP config:   kube-system/bgp-config resourceVersion 100 in force\n" +
+				"BGP speaker:  AS 64513, router-id 10.0.0.1\n",
 		},
 		{
 			desc: "node not seen, no configmap",
@@ -224,10 +226,11 @@ func TestPrintStatusTable(t *testing.T) {
 				BgpConfig: &apiv1.ConfigStatus{Source: "kube-system/bgp-config"},
 			},
 			want: "" +
-				"Node:        node-a (Node object not seen yet)\n" +
-				"Node IPs:    none\n" +
-				"Pod CIDRs:   none\n" +
-				"BGP config:  kube-system/bgp-config not found: no peers\n",
+				"Node:         node-a (Node object not seen yet)\n" +
+				"Node IPs:     none\n" +
+				"Pod CIDRs:    none\n" +
+				"BGP config:   kube-system/bgp-config not found: no peers\n" +
+				"BGP speaker:  off (no peer selects this node)\n",
 		},
 		{
 			desc: "rejected multi-line config error, warnings, apply error",
@@ -251,6 +254,7 @@ func TestPrintStatusTable(t *testing.T) {
 				"BGP config error:  resourceVersion 101 rejected, the version above stays in force:\n" +
 				"                     peers[0].peer-address: invalid IP address \"10.0.0.300\"\n" +
 				"                     peers[1].peer-asn: missing\n" +
+				"BGP speaker:       off (no peer selects this node)\n" +
 				"Warning:           peers 0 and 1 select this node with different router-ids\n" +
 				"Warning:           second warning\n" +
 				"BGP apply error:   adding peer 10.0.0.1: boom\n",
@@ -262,10 +266,11 @@ func TestPrintStatusTable(t *testing.T) {
 				BgpConfig: &apiv1.ConfigStatus{Source: "kube-system/bgp-config", Present: true},
 			},
 			want: "" +
-				"Node:        node-a\n" +
-				"Node IPs:    none\n" +
-				"Pod CIDRs:   none\n" +
-				"BGP config:  kube-system/bgp-config: no valid version yet\n",
+				"Node:         node-a\n" +
+				"Node IPs:     none\n" +
+				"Pod CIDRs:    none\n" +
+				"BGP config:   kube-system/bgp-config: no valid version yet\n" +
+				"BGP speaker:  off (no peer selects this node)\n",
 		},
 	}
 	for _, tc := range tests {
@@ -325,6 +330,8 @@ func TestPrintStatusJSON(t *testing.T) {
 		},
 		Warnings:      []string{"w1"},
 		BgpApplyError: "boom",
+		BgpAsn:        64513,
+		BgpRouterId:   "10.0.0.1",
 	}
 	var b bytes.Buffer
 	if err := printStatus(&b, "json", in); err != nil {
@@ -347,6 +354,8 @@ func TestPrintStatusJSON(t *testing.T) {
     "error": "line one\nline two",
     "errorResourceVersion": "101"
   },
+  "bgpASN": 64513,
+  "bgpRouterID": "10.0.0.1",
   "warnings": [
     "w1"
   ],
