@@ -53,7 +53,13 @@ type Path struct {
 
 // Plan computes the desired BGP state of the snapshot's node. It returns
 // warnings for problems that do not stop the plan. It does no I/O.
-func Plan(s *cluster.Snapshot) (Desired, []string) {
+//
+// running is the speaker's Global now. Changing the speaker's ASN or
+// router-id restarts it and drops every session, so Plan keeps both while
+// they are still valid choices for the selected peers; otherwise it takes
+// the first selected peer's my-asn and router-id (or the node's IPv4
+// InternalIP), in config order.
+func Plan(s *cluster.Snapshot, running Global) (Desired, []string) {
 	var d Desired
 	var warnings []string
 	if s.Self == nil || s.BGP.Config == nil {
@@ -63,6 +69,7 @@ func Plan(s *cluster.Snapshot) (Desired, []string) {
 
 	seen := map[netip.Addr]int{}
 	var routerID netip.Addr
+	keepASN, keepRouterID := false, false
 	for _, p := range s.BGP.Config.Peers {
 		if !p.MatchesNode(self.Labels) {
 			continue
@@ -76,6 +83,8 @@ func Plan(s *cluster.Snapshot) (Desired, []string) {
 		if d.Global.ASN == 0 {
 			d.Global.ASN = p.MyASN
 		}
+		keepASN = keepASN || (running.ASN != 0 && p.MyASN == running.ASN)
+		keepRouterID = keepRouterID || (running.RouterID.IsValid() && p.RouterID == running.RouterID)
 		if p.RouterID.IsValid() {
 			if !routerID.IsValid() {
 				routerID = p.RouterID
@@ -101,12 +110,19 @@ func Plan(s *cluster.Snapshot) (Desired, []string) {
 	}
 	if !routerID.IsValid() {
 		routerID, _ = self.InternalIP(false)
+		keepRouterID = routerID.IsValid() && routerID == running.RouterID
 	}
 	if !routerID.IsValid() {
 		warnings = append(warnings, fmt.Sprintf("node %s has no IPv4 InternalIP and no selected peer sets router-id; BGP stays down", self.Name))
 		return Desired{}, warnings
 	}
 	d.Global.RouterID = routerID
+	if keepASN {
+		d.Global.ASN = running.ASN
+	}
+	if keepRouterID {
+		d.Global.RouterID = running.RouterID
+	}
 
 	for _, c := range self.PodCIDRs {
 		nh, ok := self.InternalIP(c.Addr().Is6())

@@ -747,7 +747,7 @@ peers:
 		},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			got, warnings := Plan(tc.snapshot)
+			got, warnings := Plan(tc.snapshot, Global{})
 			if diff := cmp.Diff(tc.want, got, planCmpOpts); diff != "" {
 				t.Errorf("Plan() Desired mismatch (-want +got):\n%s", diff)
 			}
@@ -821,7 +821,7 @@ func TestPlanSortedAnyOrder(t *testing.T) {
 			}
 		}
 		node := &cluster.Node{Name: "dual", InternalIPs: addrs("10.4.36.10", "fd00::10"), PodCIDRs: cs}
-		got, warnings := Plan(snapshot(node, cfg))
+		got, warnings := Plan(snapshot(node, cfg), Global{})
 		if diff := cmp.Diff(want, got, planCmpOpts); diff != "" {
 			t.Errorf("rotation %d: Plan() mismatch (-want +got):\n%s", rot, diff)
 		}
@@ -866,12 +866,12 @@ peers:
 		PodCIDRs:    prefixes("fd00:244:1::/64", "10.244.1.0/24", "10.244.0.0/24"),
 	}
 	s := snapshot(node, cfg)
-	first, firstWarnings := Plan(s)
+	first, firstWarnings := Plan(s, Global{})
 	if len(first.Peers) != 4 || len(first.Paths) != 2 || len(firstWarnings) != 3 {
 		t.Fatalf("Plan() = %+v, warnings %q; want 4 peers, 2 paths, 3 warnings", first, firstWarnings)
 	}
 	for i := range 20 {
-		got, warnings := Plan(s)
+		got, warnings := Plan(s, Global{})
 		if diff := cmp.Diff(first, got, planCmpOpts); diff != "" {
 			t.Fatalf("run %d: Plan() differs from the first run (-first +got):\n%s", i, diff)
 		}
@@ -885,5 +885,49 @@ peers:
 	}
 	if got := cfg.Peers[0].Address; got != netip.MustParseAddr("fd00::1") {
 		t.Errorf("Plan() modified the config: peers[0] is now %s", got)
+	}
+}
+
+// A running speaker keeps its ASN and router-id while the selected peers
+// still allow them, whatever the order of the peers: changing either would
+// restart it and drop every session, also those that did not change.
+func TestPlanKeepsRunningGlobal(t *testing.T) {
+	cfg := parseConfig(t, `
+peers:
+- peer-address: 10.4.36.1
+  peer-asn: 64524
+  my-asn: 64513
+  router-id: 192.0.2.1
+- peer-address: 10.4.36.2
+  peer-asn: 64524
+  my-asn: 64514
+  router-id: 192.0.2.2
+`)
+	node := &cluster.Node{Name: "n", InternalIPs: addrs("10.4.36.10"), PodCIDRs: prefixes("10.244.1.0/24")}
+	ip := netip.MustParseAddr
+	for _, tc := range []struct {
+		desc    string
+		running Global
+		want    Global
+	}{
+		{"not running: the first peer's", Global{}, Global{ASN: 64513, RouterID: ip("192.0.2.1")}},
+		{"running with the second peer's: kept", Global{ASN: 64514, RouterID: ip("192.0.2.2")}, Global{ASN: 64514, RouterID: ip("192.0.2.2")}},
+		{"running ASN still valid, router-id not", Global{ASN: 64514, RouterID: ip("192.0.2.9")}, Global{ASN: 64514, RouterID: ip("192.0.2.1")}},
+		{"running with values no peer has: replaced", Global{ASN: 64999, RouterID: ip("192.0.2.9")}, Global{ASN: 64513, RouterID: ip("192.0.2.1")}},
+	} {
+		got, _ := Plan(snapshot(node, cfg), tc.running)
+		if got.Global != tc.want {
+			t.Errorf("%s: Global = %+v, want %+v", tc.desc, got.Global, tc.want)
+		}
+		// The sessions themselves do not depend on the running Global.
+		if len(got.Peers) != 2 || got.Peers[0].LocalASN != 64513 || got.Peers[1].LocalASN != 64514 {
+			t.Errorf("%s: peers %+v", tc.desc, got.Peers)
+		}
+	}
+	// Without configured router-ids the node's address is kept as well.
+	cfg = parseConfig(t, "peers:\n- {peer-address: 10.4.36.1, peer-asn: 64524, my-asn: 64513}\n")
+	running := Global{ASN: 64513, RouterID: ip("10.4.36.10")}
+	if got, _ := Plan(snapshot(node, cfg), running); got.Global != running {
+		t.Errorf("node-address router-id: Global = %+v, want %+v", got.Global, running)
 	}
 }

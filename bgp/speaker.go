@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
@@ -31,8 +32,13 @@ type Speaker struct {
 
 	mu sync.Mutex
 	// cur is what GoBGP holds now, as far as Set got.
-	cur   Desired
-	uuids map[Path][]byte
+	cur     Desired
+	uuids   map[Path][]byte
+	stopped bool
+
+	// global mirrors cur.Global for readers (status, metrics, the next
+	// plan) that must not wait for a Set in progress.
+	global atomic.Pointer[Global]
 }
 
 // NewSpeaker starts an embedded GoBGP server that holds no sessions and
@@ -56,17 +62,45 @@ func (s *Speaker) WatchSessions(ctx context.Context) error {
 	})
 }
 
-// Stop closes every session and stops the server.
-func (s *Speaker) Stop(ctx context.Context) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cur.Global.ASN != 0 {
-		if err := s.srv.StopBgp(ctx, &api.StopBgpRequest{}); err != nil {
-			s.log.Error("stopping bgp", "err", err)
+// Stop closes every session with a Cease notification and stops the
+// server; Set does nothing afterwards. GoBGP's shutdown does not heed
+// contexts, so Stop gives up waiting when ctx ends.
+func (s *Speaker) Stop(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.stopped = true
+		if s.cur.Global.ASN != 0 {
+			if err := s.srv.StopBgp(context.Background(), &api.StopBgpRequest{}); err != nil {
+				s.log.Error("stopping bgp", "err", err)
+			}
 		}
+		s.srv.Stop()
+		s.setGlobal(Global{})
+		s.cur = Desired{}
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("bgp speaker did not stop: %w", ctx.Err())
 	}
-	s.srv.Stop()
-	s.cur = Desired{}
+}
+
+// Global returns the speaker-wide configuration in force; zero when BGP is
+// stopped. It never waits for a Set in progress.
+func (s *Speaker) Global() Global {
+	if g := s.global.Load(); g != nil {
+		return *g
+	}
+	return Global{}
+}
+
+func (s *Speaker) setGlobal(g Global) {
+	s.cur.Global = g
+	s.global.Store(&g)
 }
 
 // Set applies d. It keeps going after a failure and returns all errors
@@ -75,6 +109,9 @@ func (s *Speaker) Stop(ctx context.Context) {
 func (s *Speaker) Set(ctx context.Context, d Desired) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.stopped {
+		return errors.New("bgp speaker is stopped")
+	}
 
 	if d.Global != s.cur.Global {
 		if err := s.restart(ctx, d.Global); err != nil {
@@ -168,6 +205,7 @@ func (s *Speaker) restart(ctx context.Context, g Global) error {
 			return fmt.Errorf("stopping bgp: %w", err)
 		}
 		s.cur = Desired{}
+		s.setGlobal(Global{})
 		clear(s.uuids)
 	}
 	if g.ASN == 0 {
@@ -186,7 +224,7 @@ func (s *Speaker) restart(ctx context.Context, g Global) error {
 		return err
 	}
 	s.log.Info("bgp speaker started", "asn", g.ASN, "routerID", g.RouterID)
-	s.cur.Global = g
+	s.setGlobal(g)
 	return nil
 }
 
@@ -200,8 +238,9 @@ func (s *Speaker) setExportPolicy(ctx context.Context) error {
 		Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
 		Actions:    &api.Actions{RouteAction: api.RouteAction_ACCEPT},
 	}}}
-	// Defined policies may outlive StopBgp. ListPolicy reports a missing
-	// name as an error, so only the callback tells whether it exists.
+	// StartBgp resets the policies, but check rather than rely on it.
+	// ListPolicy reports a missing name as an error, so only the callback
+	// tells whether it exists.
 	var exists bool
 	_ = s.srv.ListPolicy(ctx, &api.ListPolicyRequest{Name: exportPolicy}, func(*api.Policy) { exists = true })
 	if !exists {
@@ -221,14 +260,6 @@ func (s *Speaker) setExportPolicy(ctx context.Context) error {
 	return nil
 }
 
-// Global returns the speaker-wide configuration in force; zero when BGP is
-// stopped.
-func (s *Speaker) Global() Global {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cur.Global
-}
-
 // PeerStatus is one row of `routectl bgp peers`: a peer and one family.
 type PeerStatus struct {
 	LocalASN     uint32
@@ -245,10 +276,7 @@ type PeerStatus struct {
 // Peers reports every session GoBGP holds, one entry per family, sorted by
 // peer address.
 func (s *Speaker) Peers(ctx context.Context) ([]PeerStatus, error) {
-	s.mu.Lock()
-	running := s.cur.Global.ASN != 0
-	s.mu.Unlock()
-	if !running {
+	if s.Global().ASN == 0 {
 		return nil, nil
 	}
 	var out []PeerStatus

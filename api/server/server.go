@@ -27,8 +27,15 @@ func Listen(path string) (net.Listener, error) {
 		c.Close()
 		return nil, fmt.Errorf("socket %s is in use: is another route-agent running?", path)
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("removing stale socket: %w", err)
+	if fi, err := os.Lstat(path); err == nil {
+		// Never delete something that is not a socket: a mistyped
+		// --api-socket must not cost the user a file.
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("removing stale socket: %w", err)
+		}
 	}
 	// The umask closes the window between bind and chmod.
 	old := syscall.Umask(0o177)

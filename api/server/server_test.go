@@ -75,3 +75,16 @@ func TestListenReplacesStaleSocket(t *testing.T) {
 	}
 	l.Close()
 }
+
+func TestListenKeepsFilesThatAreNotSockets(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "agent.sock")
+	if err := os.WriteFile(path, []byte("precious"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Listen(path); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Errorf("Listen over a regular file: err = %v, want 'not a socket'", err)
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != "precious" {
+		t.Errorf("the file was touched: %q, %v", b, err)
+	}
+}

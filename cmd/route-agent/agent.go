@@ -74,7 +74,7 @@ func (a *agent) reconcileLoop(ctx context.Context, resync time.Duration) error {
 }
 
 func (a *agent) apply(ctx context.Context, s *cluster.Snapshot) error {
-	d, warnings := bgp.Plan(s)
+	d, warnings := bgp.Plan(s, a.speaker.Global())
 	a.mu.Lock()
 	// Every snapshot is planned again; say a warning once, not per event.
 	if !slices.Equal(warnings, a.warnings) {

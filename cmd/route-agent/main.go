@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -56,7 +57,7 @@ hop. routectl talks to it over --api-socket.`,
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty means the in-cluster service account")
 	f.StringVar(&o.socket, "api-socket", "/run/route-agent/agent.sock", "unix socket serving the API that routectl uses (created with mode 0600)")
 	f.StringVar(&o.bgpConfig, "bgp-config", "kube-system/bgp-config", "namespace/name of the ConfigMap holding the BGP configuration under key "+cluster.BGPConfigKey)
-	f.DurationVar(&o.resync, "resync-period", 5*time.Minute, "how often to re-apply the whole desired state even without changes")
+	f.DurationVar(&o.resync, "resync-period", 5*time.Minute, "how often to plan again from the current state without a change, which also retries anything that failed to apply")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.metrics, "metrics-listen", ":9955", "address serving Prometheus metrics on /metrics; empty disables them")
 
@@ -104,35 +105,52 @@ func run(ctx context.Context, o options) error {
 
 	speaker := bgp.NewSpeaker(log)
 	a := newAgent(log, speaker)
-	errc := make(chan error, 4)
-	go func() { errc <- server.Serve(ctx, lis, a) }()
-	go func() {
-		if err := speaker.WatchSessions(ctx); err != nil && ctx.Err() == nil {
-			log.Error("watching bgp sessions", "err", err)
-		}
-	}()
-	go func() { errc <- a.reconcileLoop(ctx, o.resync) }()
-	if o.metrics != "" {
-		go func() { errc <- serveMetrics(ctx, o.metrics, a) }()
+
+	// Every goroutine ends when ctx does; the first error ends them all.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 5)
+	goRun := func(f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil {
+				errc <- err
+			}
+		}()
 	}
-	go func() {
-		errc <- cluster.Watch(ctx, cluster.WatchOptions{
+	goRun(func() error { return server.Serve(ctx, lis, a) })
+	goRun(func() error { return speaker.WatchSessions(ctx) })
+	goRun(func() error { return a.reconcileLoop(ctx, o.resync) })
+	goRun(func() error {
+		return cluster.Watch(ctx, cluster.WatchOptions{
 			Client:    client,
 			NodeName:  o.nodeName,
 			BGPConfig: types.NamespacedName{Namespace: ns, Name: name},
 			Logger:    log,
 			Events:    broadcaster.NewRecorder(scheme.Scheme, "route-agent"),
 		}, a.publish)
-	}()
+	})
+	if o.metrics != "" {
+		goRun(func() error { return serveMetrics(ctx, o.metrics, a) })
+	}
 
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
+		log.Error("route-agent failing", "err", err)
 	}
 	log.Info("route-agent stopping")
-	stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	speaker.Stop(stopCtx)
+	cancel()
+	// Only once nothing can call the speaker any more may it stop, or a
+	// late reconcile would start it again.
+	wg.Wait()
+	stopCtx, stopCancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer stopCancel()
+	if serr := speaker.Stop(stopCtx); serr != nil {
+		log.Error("stopping", "err", serr)
+	}
 	os.Remove(o.socket)
 	return err
 }

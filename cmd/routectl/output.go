@@ -138,7 +138,7 @@ func printStatus(w io.Writer, format string, s *apiv1.StatusResponse) error {
 	if s.GetBgpAsn() != 0 {
 		fmt.Fprintf(tw, "BGP speaker:\tAS %d, router-id %s\n", s.GetBgpAsn(), s.GetBgpRouterId())
 	} else {
-		fmt.Fprintf(tw, "BGP speaker:\toff (no peer selects this node)\n")
+		fmt.Fprintf(tw, "BGP speaker:\toff\n")
 	}
 	for _, warn := range s.GetWarnings() {
 		fmt.Fprintf(tw, "Warning:\t%s\n", warn)

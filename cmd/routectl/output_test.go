@@ -230,7 +230,7 @@ func TestPrintStatusTable(t *testing.T) {
 				"Node IPs:     none\n" +
 				"Pod CIDRs:    none\n" +
 				"BGP config:   kube-system/bgp-config not found: no peers\n" +
-				"BGP speaker:  off (no peer selects this node)\n",
+				"BGP speaker:  off\n",
 		},
 		{
 			desc: "rejected multi-line config error, warnings, apply error",
@@ -254,7 +254,7 @@ func TestPrintStatusTable(t *testing.T) {
 				"BGP config error:  resourceVersion 101 rejected, the version above stays in force:\n" +
 				"                     peers[0].peer-address: invalid IP address \"10.0.0.300\"\n" +
 				"                     peers[1].peer-asn: missing\n" +
-				"BGP speaker:       off (no peer selects this node)\n" +
+				"BGP speaker:       off\n" +
 				"Warning:           peers 0 and 1 select this node with different router-ids\n" +
 				"Warning:           second warning\n" +
 				"BGP apply error:   adding peer 10.0.0.1: boom\n",
@@ -270,7 +270,7 @@ func TestPrintStatusTable(t *testing.T) {
 				"Node IPs:     none\n" +
 				"Pod CIDRs:    none\n" +
 				"BGP config:   kube-system/bgp-config: no valid version yet\n" +
-				"BGP speaker:  off (no peer selects this node)\n",
+				"BGP speaker:  off\n",
 		},
 	}
 	for _, tc := range tests {
