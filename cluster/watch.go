@@ -34,6 +34,9 @@ type WatchOptions struct {
 	// BGPConfig is the namespace and name of the bgp-config ConfigMap.
 	BGPConfig types.NamespacedName
 	Logger    *slog.Logger
+	// StateDir, when set, keeps the last good bgp-config across restarts
+	// of the agent (see lastgood.go).
+	StateDir string
 	// Events, when set, records a Warning event on the bgp-config ConfigMap
 	// for each content the agent rejects, so `kubectl describe` shows it.
 	Events events.EventRecorder
@@ -147,6 +150,7 @@ func (b *builder) bgpConfig() BGPConfig {
 			b.log.Info("bgp-config deleted: no peers", "configmap", b.cfg.Source)
 		}
 		b.cfg = BGPConfig{Source: b.cfg.Source}
+		b.forgetLastGood()
 		return b.cfg
 	}
 	if err != nil {
@@ -159,6 +163,19 @@ func (b *builder) bgpConfig() BGPConfig {
 		return b.cfg
 	}
 	cfg, err := parseConfigMap(cm)
+	if err != nil && b.cfg.Config == nil {
+		// Nothing in force yet in this process: fall back to what an
+		// earlier run of the agent last applied.
+		saved, savedRV, lerr := b.loadLastGood()
+		if lerr != nil {
+			b.log.Warn("reading the last good bgp-config", "err", lerr)
+		}
+		if saved != nil {
+			b.cfg.Config, b.cfg.AppliedVersion = saved, savedRV
+			b.log.Info("running the last good bgp-config saved by an earlier run", "configmap", b.cfg.Source,
+				"resourceVersion", savedRV, "peers", len(saved.Peers))
+		}
+	}
 	if err != nil {
 		b.cfg.Err, b.cfg.ErrVersion = err, rv
 		b.log.Error("bgp-config rejected; the last good configuration stays in force",
@@ -175,6 +192,7 @@ func (b *builder) bgpConfig() BGPConfig {
 	}
 	b.cfg.Config, b.cfg.AppliedVersion = cfg, rv
 	b.cfg.Err, b.cfg.ErrVersion = nil, ""
+	b.saveLastGood(rv, cm.Data[BGPConfigKey])
 	b.log.Info("bgp-config loaded", "configmap", b.cfg.Source, "resourceVersion", rv, "peers", len(cfg.Peers))
 	return b.cfg
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -101,16 +103,19 @@ func startWatch(t *testing.T, nodeName string, objs ...runtime.Object) *watcher 
 
 func startWatchWith(t *testing.T, client *fake.Clientset, nodeName string, rec events.EventRecorder) *watcher {
 	t.Helper()
+	return startWatchOpts(t, WatchOptions{Client: client, NodeName: nodeName, Events: rec})
+}
+
+// startWatchOpts is startWatch with every option; BGPConfig and Logger
+// are filled in.
+func startWatchOpts(t *testing.T, opts WatchOptions) *watcher {
+	t.Helper()
+	client := opts.Client.(*fake.Clientset)
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &watcher{t: t, client: client, snaps: make(chan *Snapshot), ctx: ctx}
 	done := make(chan error, 1)
-	opts := WatchOptions{
-		Client:    client,
-		NodeName:  nodeName,
-		BGPConfig: bgpConfigName,
-		Logger:    slog.New(slog.DiscardHandler),
-		Events:    rec,
-	}
+	opts.BGPConfig = bgpConfigName
+	opts.Logger = slog.New(slog.DiscardHandler)
 	go func() {
 		done <- Watch(ctx, opts, func(s *Snapshot) {
 			w.mu.Lock()
@@ -712,5 +717,39 @@ func TestParseConfigMap(t *testing.T) {
 	cfg, err = parseConfigMap(bgpConfigMap("1", ""))
 	if err != nil || cfg == nil || len(cfg.Peers) != 0 {
 		t.Errorf("parseConfigMap(empty) = %+v, %v; want an empty config", cfg, err)
+	}
+}
+
+// An agent restarted while the ConfigMap holds a rejected edit runs the
+// last good configuration an earlier run saved; a deleted ConfigMap
+// forgets it.
+func TestWatchLastGoodSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	good := "peers:\n- peer-address: 10.0.0.1\n  peer-asn: 64512\n  my-asn: 64513\n"
+	bad := "peers:\n- peer-address: 10.0.0.300\n  peer-asn: 64512\n  my-asn: 64513\n"
+
+	first := fake.NewSimpleClientset(bgpConfigMap("5", good))
+	w := startWatchOpts(t, WatchOptions{Client: first, NodeName: "node-a", StateDir: dir})
+	w.waitFor("the good config", func(s *Snapshot) bool { return s.BGP.AppliedVersion == "5" })
+
+	// "Restart": a new watch, the ConfigMap now rejected.
+	second := fake.NewSimpleClientset(bgpConfigMap("6", bad))
+	w2 := startWatchOpts(t, WatchOptions{Client: second, NodeName: "node-a", StateDir: dir})
+	s := w2.waitFor("the rejection", func(s *Snapshot) bool { return s.BGP.ErrVersion == "6" })
+	if s.BGP.Config == nil || s.BGP.AppliedVersion != "5" || firstPeer(s) != "10.0.0.1" {
+		t.Errorf("after restart with a rejected config: %+v, want the saved resourceVersion 5 in force", s.BGP)
+	}
+
+	// Without a state dir, nothing is remembered.
+	third := fake.NewSimpleClientset(bgpConfigMap("6", bad))
+	w3 := startWatchOpts(t, WatchOptions{Client: third, NodeName: "node-a"})
+	if s := w3.waitFor("the rejection", func(s *Snapshot) bool { return s.BGP.ErrVersion == "6" }); s.BGP.Config != nil {
+		t.Errorf("no state dir, yet a config is in force: %+v", s.BGP)
+	}
+
+	w2.deleteCM(bgpConfigName)
+	w2.waitFor("the deletion", func(s *Snapshot) bool { return !s.BGP.Present })
+	if _, err := os.Stat(filepath.Join(dir, lastGoodFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("saved config still there after the ConfigMap was deleted: %v", err)
 	}
 }

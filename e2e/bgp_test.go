@@ -148,22 +148,35 @@ func status(ctx context.Context, l *lab.Lab, n *lab.Node) (statusJSON, error) {
 	return s, json.Unmarshal(out, &s)
 }
 
-// sessionCounts returns how often FRR's session to n was established and
-// dropped; equal counts before and after mean the session never bounced.
-func sessionCounts(ctx context.Context, r *lab.Router, n *lab.Node) (string, error) {
+// sessionHistory describes every establishment of n's session to its ToR
+// so far: how often the agent logged it established, and since when FRR
+// has it up. Equal histories before and after mean the session never
+// bounced. (FRR's own counters cannot tell: a dynamic neighbour is deleted,
+// counters and all, when its session drops.)
+func sessionHistory(ctx context.Context, l *lab.Lab, n *lab.Node) (string, error) {
 	var m map[string]struct {
-		BGPState    string `json:"bgpState"`
-		Established int    `json:"connectionsEstablished"`
-		Dropped     int    `json:"connectionsDropped"`
+		BGPState string `json:"bgpState"`
+		UpEpoch  int64  `json:"bgpTimerUpEstablishedEpoch"`
 	}
+	r := n.Router
 	if err := r.VTYJSON(ctx, "show bgp neighbors "+n.IP.String()+" json", &m); err != nil {
 		return "", err
 	}
 	nb := m[n.IP.String()]
-	if nb.BGPState != "Established" {
-		return "", fmt.Errorf("%s: session to %s is %q", r.Name, n.IP, nb.BGPState)
+	if nb.BGPState != "Established" || nb.UpEpoch == 0 {
+		return "", fmt.Errorf("%s: session to %s is %q (up since %d)", r.Name, n.IP, nb.BGPState, nb.UpEpoch)
 	}
-	return fmt.Sprintf("established %d times, dropped %d times", nb.Established, nb.Dropped), nil
+	ups := 0
+	for _, line := range strings.Split(l.AgentLog(n, 1<<20), "\n") {
+		if strings.Contains(line, `msg="bgp session state"`) && strings.Contains(line, "peer="+r.Addr.String()+" ") &&
+			strings.Contains(line, "state=established") {
+			ups++
+		}
+	}
+	if ups == 0 {
+		return "", fmt.Errorf("%s's log shows no established session to %s", n.Name, r.Name)
+	}
+	return fmt.Sprintf("agent logged established %d times; %s has it up since epoch %d", ups, r.Name, nb.UpEpoch), nil
 }
 
 // waitForEvent waits for a Warning event on the bgp-config ConfigMap whose
@@ -219,12 +232,16 @@ func TestInvalidConfigKeepsLastGood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before, err := sessionCounts(ctx, n.Router, n)
-	if err != nil {
-		t.Fatal(err)
+	before := map[string]string{}
+	for _, node := range l.Nodes {
+		h, err := sessionHistory(ctx, l, node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[node.Name] = h
 	}
 	t.Cleanup(func() {
-		if err := l.ApplyBGPConfig(context.Background(), lab.BGPConfig); err != nil {
+		if _, err := l.ApplyBGPConfig(context.Background(), lab.BGPConfig); err != nil {
 			t.Errorf("restoring bgp-config: %v", err)
 		}
 	})
@@ -246,18 +263,19 @@ func TestInvalidConfigKeepsLastGood(t *testing.T) {
 			if c.config == lab.BGPConfig {
 				t.Fatal("the test's edit did not change the config")
 			}
-			if err := l.ApplyBGPConfig(ctx, c.config); err != nil {
+			rv, err := l.ApplyBGPConfig(ctx, c.config)
+			if err != nil {
 				t.Fatal(err)
 			}
 			for _, node := range l.Nodes {
 				var got statusJSON
-				err := lab.WaitFor(ctx, settle, node.Name+" to report the config error", func() error {
+				err := lab.WaitFor(ctx, settle, node.Name+" to report resourceVersion "+rv+" rejected", func() error {
 					s, err := status(ctx, l, node)
 					if err != nil {
 						return err
 					}
-					if s.BGPConfig.Error == "" {
-						return fmt.Errorf("no error reported yet: %+v", s)
+					if s.BGPConfig.ErrorResourceVersion != rv {
+						return fmt.Errorf("not yet: %+v", s.BGPConfig)
 					}
 					got = s
 					return nil
@@ -286,20 +304,22 @@ func TestInvalidConfigKeepsLastGood(t *testing.T) {
 			}
 		})
 	}
-	after, err := sessionCounts(ctx, n.Router, n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%s's session to %s: before the bad configs %s, after %s", n.Name, n.Router.Name, before, after)
-	if after != before {
-		t.Errorf("%s's session bounced during the bad configs: before %s, after %s", n.Name, before, after)
-	}
-	if err := compareWithFRR(ctx, l, n, n.Router); err != nil {
-		t.Error(err)
+	for _, node := range l.Nodes {
+		after, err := sessionHistory(ctx, l, node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: before the bad configs %s; after %s", node.Name, before[node.Name], after)
+		if after != before[node.Name] {
+			t.Errorf("%s's session bounced during the bad configs: before %s; after %s", node.Name, before[node.Name], after)
+		}
+		if err := compareWithFRR(ctx, l, node, node.Router); err != nil {
+			t.Error(err)
+		}
 	}
 
 	// A good config clears the error.
-	if err := l.ApplyBGPConfig(ctx, lab.BGPConfig); err != nil {
+	if _, err := l.ApplyBGPConfig(ctx, lab.BGPConfig); err != nil {
 		t.Fatal(err)
 	}
 	if err := metricsHave(ctx, l, n, `route_agent_config_stale{configmap="kube-system/bgp-config"} 0`); err != nil {
@@ -330,7 +350,15 @@ func TestRelabelMovesSession(t *testing.T) {
 	if from == to {
 		t.Fatal("lab topology changed: node already on the target ToR")
 	}
-	pid := l.AgentPID(n)
+	t.Cleanup(func() {
+		// Leave the lab as found even when the test fails half-way.
+		if err := l.SetNodeLabel(context.Background(), n, lab.RouteLabel, "bgp-peer-94"); err != nil {
+			t.Errorf("restoring the label of %s: %v", n.Name, err)
+		}
+		if err := l.WaitEstablished(context.Background(), n, from, settle); err != nil {
+			t.Errorf("restoring the session of %s: %v", n.Name, err)
+		}
+	})
 
 	move := func(label string, from, to *lab.Router) {
 		t.Helper()
@@ -383,14 +411,11 @@ func TestRelabelMovesSession(t *testing.T) {
 	}
 
 	move("bgp-peer-83", from, to)
-	if got := l.AgentPID(n); got != pid {
-		t.Errorf("the agent on %s was restarted (pid %d, now %d)", n.Name, pid, got)
+	if !l.AgentRunning(n) {
+		t.Fatalf("the agent on %s died during the move:\n%s", n.Name, l.AgentLog(n, 30))
 	}
 	t.Logf("%s moved from %s to %s", n.Name, from.Name, to.Name)
 	move("bgp-peer-94", to, from)
-	if got := l.AgentPID(n); got != pid {
-		t.Errorf("the agent on %s was restarted (pid %d, now %d)", n.Name, pid, got)
-	}
 }
 
 // SIGTERM stops the agent cleanly: it closes its session with a Cease
@@ -401,6 +426,10 @@ func TestAgentStopsCleanlyOnSIGTERM(t *testing.T) {
 	l := theLab
 	n := l.Nodes[2]
 	r := n.Router
+	logBefore, err := r.BGPLog()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := l.StopAgent(n, 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -418,6 +447,8 @@ func TestAgentStopsCleanlyOnSIGTERM(t *testing.T) {
 		if err != nil {
 			return err
 		}
+		// Only what bgpd logged since the SIGTERM.
+		log = strings.TrimPrefix(log, logBefore)
 		for _, line := range strings.Split(log, "\n") {
 			if strings.Contains(line, n.IP.String()) && strings.Contains(line, "NOTIFICATION") && strings.Contains(line, "Cease") {
 				return nil
@@ -465,11 +496,11 @@ func TestMD5PasswordIsEnforced(t *testing.T) {
 		t.Fatal("the lab's bgp-config has no rack-83 password to change")
 	}
 	t.Cleanup(func() {
-		if err := l.ApplyBGPConfig(context.Background(), lab.BGPConfig); err != nil {
+		if _, err := l.ApplyBGPConfig(context.Background(), lab.BGPConfig); err != nil {
 			t.Errorf("restoring bgp-config: %v", err)
 		}
 	})
-	if err := l.ApplyBGPConfig(ctx, wrong); err != nil {
+	if _, err := l.ApplyBGPConfig(ctx, wrong); err != nil {
 		t.Fatal(err)
 	}
 	state := func() (string, error) {
@@ -508,7 +539,7 @@ func TestMD5PasswordIsEnforced(t *testing.T) {
 			t.Fatalf("the session to %s came up with the wrong TCP MD5 key", r.Name)
 		}
 	}
-	if err := l.ApplyBGPConfig(ctx, lab.BGPConfig); err != nil {
+	if _, err := l.ApplyBGPConfig(ctx, lab.BGPConfig); err != nil {
 		t.Fatal(err)
 	}
 	if err := l.WaitEstablished(ctx, n, r, settle); err != nil {
@@ -557,5 +588,59 @@ func TestRoutectlRoutesAgreeWithFRR(t *testing.T) {
 		if err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// An agent restarted while the ConfigMap holds a rejected edit comes back
+// with the last good configuration its earlier run saved, not with none.
+func TestRestartWithRejectedConfigKeepsLastGood(t *testing.T) {
+	ctx := testContext(t)
+	l := theLab
+	n := l.Nodes[0]
+	good, err := status(ctx, l, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := l.ApplyBGPConfig(context.Background(), lab.BGPConfig); err != nil {
+			t.Errorf("restoring bgp-config: %v", err)
+		}
+	})
+	rv, err := l.ApplyBGPConfig(ctx, strings.Replace(lab.BGPConfig, "peer-asn: 64524", "peer-asn: 0", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = lab.WaitFor(ctx, settle, "the rejection", func() error {
+		s, err := status(ctx, l, n)
+		if err != nil {
+			return err
+		}
+		if s.BGPConfig.ErrorResourceVersion != rv {
+			return fmt.Errorf("not yet: %+v", s.BGPConfig)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.StopAgent(n, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.StartAgent(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.WaitEstablished(ctx, n, n.Router, settle); err != nil {
+		t.Fatal(err)
+	}
+	s, err := status(ctx, l, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.BGPConfig.AppliedResourceVersion != good.BGPConfig.AppliedResourceVersion || s.BGPConfig.ErrorResourceVersion != rv {
+		t.Errorf("after the restart: %+v, want resourceVersion %s in force and %s rejected",
+			s.BGPConfig, good.BGPConfig.AppliedResourceVersion, rv)
+	}
+	if err := l.WaitConverged(ctx, settle); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -35,6 +35,7 @@ type options struct {
 	resync     time.Duration
 	logLevel   string
 	metrics    string
+	stateDir   string
 }
 
 func main() {
@@ -59,6 +60,7 @@ hop. routectl talks to it over --api-socket.`,
 	f.StringVar(&o.bgpConfig, "bgp-config", "kube-system/bgp-config", "namespace/name of the ConfigMap holding the BGP configuration under key "+cluster.BGPConfigKey)
 	f.DurationVar(&o.resync, "resync-period", 5*time.Minute, "how often to plan again from the current state without a change, which also retries anything that failed to apply")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.stateDir, "state-dir", "/run/route-agent", "directory keeping the last good bgp-config, so a restart while the ConfigMap holds a rejected edit keeps it running; empty disables")
 	f.StringVar(&o.metrics, "metrics-listen", ":9955", "address serving Prometheus metrics on /metrics; empty disables them")
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -91,6 +93,11 @@ func run(ctx context.Context, o options) error {
 		return fmt.Errorf("creating kubernetes client: %w", err)
 	}
 
+	if o.stateDir != "" {
+		if err := os.MkdirAll(o.stateDir, 0o700); err != nil {
+			return fmt.Errorf("--state-dir: %w", err)
+		}
+	}
 	lis, err := server.Listen(o.socket)
 	if err != nil {
 		return err
@@ -129,6 +136,7 @@ func run(ctx context.Context, o options) error {
 			NodeName:  o.nodeName,
 			BGPConfig: types.NamespacedName{Namespace: ns, Name: name},
 			Logger:    log,
+			StateDir:  o.stateDir,
 			Events:    broadcaster.NewRecorder(scheme.Scheme, "route-agent"),
 		}, a.publish)
 	})

@@ -227,8 +227,9 @@ func (l *Lab) applyManifests(ctx context.Context, data []byte, dryRun bool) erro
 	}
 }
 
-// ApplyBGPConfig replaces the bgp-config ConfigMap's config.yaml.
-func (l *Lab) ApplyBGPConfig(ctx context.Context, yaml string) error {
+// ApplyBGPConfig replaces the bgp-config ConfigMap's config.yaml and
+// returns the new resourceVersion.
+func (l *Lab) ApplyBGPConfig(ctx context.Context, yaml string) (string, error) {
 	cm := &corev1.ConfigMap{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 		ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "bgp-config"},
@@ -236,14 +237,14 @@ func (l *Lab) ApplyBGPConfig(ctx context.Context, yaml string) error {
 	}
 	b, err := json.Marshal(cm)
 	if err != nil {
-		return err
+		return "", err
 	}
-	_, err = l.Kube.CoreV1().ConfigMaps("kube-system").Patch(ctx, "bgp-config", "application/apply-patch+yaml", b,
+	got, err := l.Kube.CoreV1().ConfigMaps("kube-system").Patch(ctx, "bgp-config", "application/apply-patch+yaml", b,
 		metav1.PatchOptions{FieldManager: fieldManager, Force: ptr.To(true)})
 	if err != nil {
-		return fmt.Errorf("applying bgp-config: %w", err)
+		return "", fmt.Errorf("applying bgp-config: %w", err)
 	}
-	return nil
+	return got.ResourceVersion, nil
 }
 
 // createNode registers n as a Node with its labels, pod CIDR and address, as

@@ -248,7 +248,7 @@ func (l *Lab) setupCluster(ctx context.Context) error {
 		}
 	}
 	l.logf("applying the lab's bgp-config")
-	if err := l.ApplyBGPConfig(ctx, BGPConfig); err != nil {
+	if _, err := l.ApplyBGPConfig(ctx, BGPConfig); err != nil {
 		return err
 	}
 	for _, n := range l.Nodes {
@@ -276,7 +276,7 @@ func (l *Lab) StartAgent(ctx context.Context, n *Node) error {
 	// in place, so the PID stays the agent's.
 	p, err := l.start(n.NS, "route-agent", dir, "unshare", "--uts", "sh", "-c", `hostname "$0" && exec "$@"`, n.Name,
 		filepath.Join(l.opts.BinDir, "route-agent"),
-		"--node-name", n.Name, "--kubeconfig", kubeconfig, "--api-socket", n.Socket, "--log-level", "info")
+		"--node-name", n.Name, "--kubeconfig", kubeconfig, "--api-socket", n.Socket, "--state-dir", dir, "--log-level", "info")
 	if err != nil {
 		return err
 	}
