@@ -78,6 +78,11 @@ func Watch(ctx context.Context, opts WatchOptions, publish func(*Snapshot)) erro
 	}
 	nodeInformer := nodeFactory.Core().V1().Nodes()
 	cmInformer := cmFactory.Core().V1().ConfigMaps()
+	// Every agent caches every Node; drop the bulky fields it never reads
+	// (image lists, managed fields) so a large cluster stays cheap.
+	if err := nodeInformer.Informer().SetTransform(trimNode); err != nil {
+		return fmt.Errorf("watching nodes: %w", err)
+	}
 	if _, err := nodeInformer.Informer().AddEventHandler(handler); err != nil {
 		return fmt.Errorf("watching nodes: %w", err)
 	}
@@ -233,4 +238,12 @@ func nodeFrom(o *corev1.Node, log *slog.Logger) Node {
 		n.PodCIDRs = append(n.PodCIDRs, p.Masked())
 	}
 	return n
+}
+
+func trimNode(obj any) (any, error) {
+	if n, ok := obj.(*corev1.Node); ok {
+		n.ManagedFields = nil
+		n.Status.Images = nil
+	}
+	return obj, nil
 }
