@@ -222,6 +222,34 @@ func metricsHave(ctx context.Context, l *lab.Lab, n *lab.Node, want ...string) e
 	})
 }
 
+// restoreConfigAfter puts the lab's bgp-config back when t ends, passed or
+// not.
+func restoreConfigAfter(t *testing.T, l *lab.Lab) {
+	t.Cleanup(func() {
+		if _, err := l.ApplyBGPConfig(context.Background(), lab.BGPConfig); err != nil {
+			t.Errorf("restoring bgp-config: %v", err)
+		}
+	})
+}
+
+// waitRejected waits until n's agent reports resourceVersion rv of the
+// bgp-config rejected, and returns its status then.
+func waitRejected(ctx context.Context, l *lab.Lab, n *lab.Node, rv string) (statusJSON, error) {
+	var got statusJSON
+	err := lab.WaitFor(ctx, settle, n.Name+" to report resourceVersion "+rv+" rejected", func() error {
+		s, err := status(ctx, l, n)
+		if err != nil {
+			return err
+		}
+		if s.BGPConfig.ErrorResourceVersion != rv {
+			return fmt.Errorf("not yet: %+v", s.BGPConfig)
+		}
+		got = s
+		return nil
+	})
+	return got, err
+}
+
 // A bgp-config that does not parse is reported with peer index, field and
 // value, and the agent keeps its last good configuration and its sessions.
 func TestInvalidConfigKeepsLastGood(t *testing.T) {
@@ -240,11 +268,7 @@ func TestInvalidConfigKeepsLastGood(t *testing.T) {
 		}
 		before[node.Name] = h
 	}
-	t.Cleanup(func() {
-		if _, err := l.ApplyBGPConfig(context.Background(), lab.BGPConfig); err != nil {
-			t.Errorf("restoring bgp-config: %v", err)
-		}
-	})
+	restoreConfigAfter(t, l)
 
 	cases := []struct {
 		desc   string
@@ -268,18 +292,7 @@ func TestInvalidConfigKeepsLastGood(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, node := range l.Nodes {
-				var got statusJSON
-				err := lab.WaitFor(ctx, settle, node.Name+" to report resourceVersion "+rv+" rejected", func() error {
-					s, err := status(ctx, l, node)
-					if err != nil {
-						return err
-					}
-					if s.BGPConfig.ErrorResourceVersion != rv {
-						return fmt.Errorf("not yet: %+v", s.BGPConfig)
-					}
-					got = s
-					return nil
-				})
+				got, err := waitRejected(ctx, l, node, rv)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -495,11 +508,7 @@ func TestMD5PasswordIsEnforced(t *testing.T) {
 	if wrong == lab.BGPConfig {
 		t.Fatal("the lab's bgp-config has no rack-83 password to change")
 	}
-	t.Cleanup(func() {
-		if _, err := l.ApplyBGPConfig(context.Background(), lab.BGPConfig); err != nil {
-			t.Errorf("restoring bgp-config: %v", err)
-		}
-	})
+	restoreConfigAfter(t, l)
 	if _, err := l.ApplyBGPConfig(ctx, wrong); err != nil {
 		t.Fatal(err)
 	}
@@ -601,26 +610,12 @@ func TestRestartWithRejectedConfigKeepsLastGood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if _, err := l.ApplyBGPConfig(context.Background(), lab.BGPConfig); err != nil {
-			t.Errorf("restoring bgp-config: %v", err)
-		}
-	})
+	restoreConfigAfter(t, l)
 	rv, err := l.ApplyBGPConfig(ctx, strings.Replace(lab.BGPConfig, "peer-asn: 64524", "peer-asn: 0", 1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = lab.WaitFor(ctx, settle, "the rejection", func() error {
-		s, err := status(ctx, l, n)
-		if err != nil {
-			return err
-		}
-		if s.BGPConfig.ErrorResourceVersion != rv {
-			return fmt.Errorf("not yet: %+v", s.BGPConfig)
-		}
-		return nil
-	})
-	if err != nil {
+	if _, err := waitRejected(ctx, l, n, rv); err != nil {
 		t.Fatal(err)
 	}
 	if err := l.StopAgent(n, 15*time.Second); err != nil {
