@@ -148,23 +148,22 @@ func status(ctx context.Context, l *lab.Lab, n *lab.Node) (statusJSON, error) {
 	return s, json.Unmarshal(out, &s)
 }
 
-// sessionHistory describes every establishment of n's session to its ToR
-// so far: how often the agent logged it established, and since when FRR
-// has it up. Equal histories before and after mean the session never
-// bounced. (FRR's own counters cannot tell: a dynamic neighbour is deleted,
-// counters and all, when its session drops.)
+// sessionHistory counts how often n's agent logged its session to its ToR
+// established so far (the agent logs every session state change); an equal
+// count before and after, with the session up now on both sides, means the
+// session never bounced. FRR cannot tell: a dynamic neighbour is deleted,
+// counters and all, when its session drops, and its up-since time is
+// derived from the clock at each query.
 func sessionHistory(ctx context.Context, l *lab.Lab, n *lab.Node) (string, error) {
 	var m map[string]struct {
 		BGPState string `json:"bgpState"`
-		UpEpoch  int64  `json:"bgpTimerUpEstablishedEpoch"`
 	}
 	r := n.Router
 	if err := r.VTYJSON(ctx, "show bgp neighbors "+n.IP.String()+" json", &m); err != nil {
 		return "", err
 	}
-	nb := m[n.IP.String()]
-	if nb.BGPState != "Established" || nb.UpEpoch == 0 {
-		return "", fmt.Errorf("%s: session to %s is %q (up since %d)", r.Name, n.IP, nb.BGPState, nb.UpEpoch)
+	if st := m[n.IP.String()].BGPState; st != "Established" {
+		return "", fmt.Errorf("%s: session to %s is %q", r.Name, n.IP, st)
 	}
 	ups := 0
 	for _, line := range strings.Split(l.AgentLog(n, 1<<20), "\n") {
@@ -176,7 +175,7 @@ func sessionHistory(ctx context.Context, l *lab.Lab, n *lab.Node) (string, error
 	if ups == 0 {
 		return "", fmt.Errorf("%s's log shows no established session to %s", n.Name, r.Name)
 	}
-	return fmt.Sprintf("agent logged established %d times; %s has it up since epoch %d", ups, r.Name, nb.UpEpoch), nil
+	return fmt.Sprintf("the agent logged the session established %d times", ups), nil
 }
 
 // waitForEvent waits for a Warning event on the bgp-config ConfigMap whose
