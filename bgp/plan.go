@@ -138,8 +138,18 @@ func Plan(s *cluster.Snapshot, running Global) (Desired, []string) {
 		d.Paths = append(d.Paths, Path{Prefix: c, NextHop: nh})
 	}
 	slices.SortFunc(d.Peers, func(a, b Peer) int { return a.Address.Compare(b.Address) })
-	slices.SortFunc(d.Paths, func(a, b Path) int {
-		return cmp.Or(a.Prefix.Addr().Compare(b.Prefix.Addr()), cmp.Compare(a.Prefix.Bits(), b.Prefix.Bits()))
-	})
+	slices.SortFunc(d.Paths, func(a, b Path) int { return comparePrefixes(a.Prefix, b.Prefix) })
 	return d, warnings
+}
+
+func comparePrefixes(a, b netip.Prefix) int {
+	return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+}
+
+// compareAddrStrings orders addresses as GoBGP reports them (strings) by
+// their numeric value.
+func compareAddrStrings(a, b string) int {
+	pa, _ := netip.ParseAddr(a)
+	pb, _ := netip.ParseAddr(b)
+	return pa.Compare(pb)
 }

@@ -1,6 +1,7 @@
 package bgp
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
@@ -56,15 +57,7 @@ func (s *Speaker) Routes(ctx context.Context, advertised bool, peer netip.Addr) 
 		}
 	}
 	slices.SortFunc(out, func(a, b RouteStatus) int {
-		pa, _ := netip.ParseAddr(a.PeerAddress)
-		pb, _ := netip.ParseAddr(b.PeerAddress)
-		if c := pa.Compare(pb); c != 0 {
-			return c
-		}
-		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
-			return c
-		}
-		return a.Prefix.Bits() - b.Prefix.Bits()
+		return cmp.Or(compareAddrStrings(a.PeerAddress, b.PeerAddress), comparePrefixes(a.Prefix, b.Prefix))
 	})
 	return out, nil
 }

@@ -1,6 +1,7 @@
 package bgp
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -310,12 +311,7 @@ func (s *Speaker) Peers(ctx context.Context) ([]PeerStatus, error) {
 		return nil, fmt.Errorf("listing bgp peers: %w", err)
 	}
 	slices.SortFunc(out, func(a, b PeerStatus) int {
-		pa, _ := netip.ParseAddr(a.PeerAddress)
-		pb, _ := netip.ParseAddr(b.PeerAddress)
-		if c := pa.Compare(pb); c != 0 {
-			return c
-		}
-		return strings.Compare(a.Family, b.Family)
+		return cmp.Or(compareAddrStrings(a.PeerAddress, b.PeerAddress), strings.Compare(a.Family, b.Family))
 	})
 	return out, nil
 }

@@ -23,16 +23,14 @@ import (
 
 	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
@@ -186,12 +184,7 @@ func (l *Lab) startAPIServer(ctx context.Context, ns string) error {
 // applyManifests server-side-applies every object of a multi-document YAML
 // file; with dryRun the API server validates and admits them but stores
 // nothing.
-func (l *Lab) applyManifests(ctx context.Context, data []byte, dryRun bool) error {
-	dc, err := discovery.NewDiscoveryClientForConfig(l.restConfig)
-	if err != nil {
-		return err
-	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
+func (l *Lab) applyManifests(ctx context.Context, mapper meta.RESTMapper, data []byte, dryRun bool) error {
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
 	for {
 		var obj unstructured.Unstructured

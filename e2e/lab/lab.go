@@ -22,9 +22,12 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
 )
 
 // Options locate what the lab runs.
@@ -230,6 +233,12 @@ func (l *Lab) buildNetwork(ctx context.Context) error {
 // runs; then the lab's bgp-config and the Node objects.
 func (l *Lab) setupCluster(ctx context.Context) error {
 	deploy := filepath.Join(l.opts.RepoRoot, "deploy")
+	// One discovery of the API server's resources serves every manifest.
+	dc, err := discovery.NewDiscoveryClientForConfig(l.restConfig)
+	if err != nil {
+		return err
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
 	for _, f := range []struct {
 		name   string
 		dryRun bool
@@ -243,7 +252,7 @@ func (l *Lab) setupCluster(ctx context.Context) error {
 			verb = "dry-run applying"
 		}
 		l.logf("%s deploy/%s", verb, f.name)
-		if err := l.applyManifests(ctx, b, f.dryRun); err != nil {
+		if err := l.applyManifests(ctx, mapper, b, f.dryRun); err != nil {
 			return fmt.Errorf("deploy/%s: %w", f.name, err)
 		}
 	}
@@ -336,14 +345,6 @@ func (l *Lab) Down() error {
 		_ = l.reaper.Wait()
 	}
 	return err
-}
-
-// AgentPID returns the PID of n's agent, 0 if none was started.
-func (l *Lab) AgentPID(n *Node) int {
-	if n.agent == nil {
-		return 0
-	}
-	return n.agent.cmd.Process.Pid
 }
 
 // StopAgent sends SIGTERM to n's agent, as the kubelet does, and waits for

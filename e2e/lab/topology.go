@@ -52,7 +52,6 @@ type Node struct {
 var (
 	mgmtPrefix = netip.MustParsePrefix("10.250.0.0/24")
 	apiAddr    = netip.MustParseAddr("10.250.0.1")
-	linkPrefix = netip.MustParsePrefix("10.4.255.0/30")
 )
 
 func seedTopology() ([]*Router, []*Node) {
