@@ -9,4 +9,8 @@ package routing
 // 201 is unassigned in iproute2's rt_protos and clear of the numbers FRR
 // (186-196), BIRD (12) and zebra (11) use. deploy/iproute2 names it
 // "route-agent" for `ip route` output.
+//
+// systemd-networkd deletes routes of protocols it does not know unless
+// ManageForeignRoutes=no: Watch notices and Set puts them back, but the two
+// would fight, so nodes running networkd need that setting.
 const Protocol = 201
