@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
 
 	api "github.com/osrg/gobgp/v3/api"
 	gobgplog "github.com/osrg/gobgp/v3/pkg/log"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"routeagent.io/route-agent/secret"
 )
 
 // This file wraps GoBGP's Any-typed API once, so the rest of the package
@@ -52,6 +55,12 @@ func apiPath(p Path) *api.Path {
 	} else {
 		attrs = append(attrs, mustAny(&api.MpReachNLRIAttribute{Family: fam, NextHops: []string{p.NextHop.String()}, Nlris: []*anypb.Any{nlri}}))
 	}
+	if p.Attrs.LocalPref != 0 {
+		attrs = append(attrs, mustAny(&api.LocalPrefAttribute{LocalPref: p.Attrs.LocalPref}))
+	}
+	if c := p.Attrs.Communities.Values(); len(c) > 0 {
+		attrs = append(attrs, mustAny(&api.CommunitiesAttribute{Communities: c}))
+	}
 	return &api.Path{Family: fam, Nlri: nlri, Pattrs: attrs}
 }
 
@@ -61,7 +70,7 @@ func apiPeer(p Peer) *api.Peer {
 			NeighborAddress: p.Address.String(),
 			PeerAsn:         p.ASN,
 			LocalAsn:        p.LocalASN,
-			AuthPassword:    p.Password,
+			AuthPassword:    p.Password.Reveal(),
 		},
 		Timers: &api.Timers{Config: &api.TimersConfig{
 			ConnectRetry:      uint64(connectRetry.Seconds()),
@@ -101,12 +110,30 @@ func sessionStateName(s api.PeerState_SessionState) string {
 
 // slogAdapter sends GoBGP's logs to slog. GoBGP logs a lot at debug level,
 // so its level follows the agent's.
-type slogAdapter struct{ l *slog.Logger }
+type slogAdapter struct {
+	l *slog.Logger
+	// secrets returns the passwords in use. GoBGP's fields are its own
+	// types, which may carry a peer's configuration; any value whose text
+	// holds a password is replaced.
+	secrets func() []string
+	// fatal is told when GoBGP reports a Fatal error.
+	fatal func(error)
+}
 
 func (a slogAdapter) attrs(f gobgplog.Fields) []any {
 	out := make([]any, 0, 2*len(f)+2)
 	out = append(out, "component", "gobgp")
+	secrets := a.secrets()
 	for k, v := range f {
+		if len(secrets) > 0 {
+			text := fmt.Sprint(v)
+			for _, s := range secrets {
+				if s != "" && strings.Contains(text, s) {
+					v = secret.Redacted
+					break
+				}
+			}
+		}
 		out = append(out, k, v)
 	}
 	return out
@@ -116,7 +143,17 @@ func (a slogAdapter) Panic(msg string, f gobgplog.Fields) {
 	a.l.Error(msg, a.attrs(f)...)
 	panic(msg)
 }
-func (a slogAdapter) Fatal(msg string, f gobgplog.Fields) { a.l.Error(msg, a.attrs(f)...) }
+
+// Fatal is where GoBGP expects the process to end. Going on would leave
+// the speaker in a state GoBGP itself calls impossible, so the agent is told
+// to shut down (and exit non-zero, so the kubelet restarts it), and the
+// calling goroutine parks for good rather than run past the Fatal.
+func (a slogAdapter) Fatal(msg string, f gobgplog.Fields) {
+	a.l.Error(msg, a.attrs(f)...)
+	a.fatal(fmt.Errorf("bgp speaker: fatal: %s", msg))
+	select {}
+}
+
 func (a slogAdapter) Error(msg string, f gobgplog.Fields) { a.l.Error(msg, a.attrs(f)...) }
 func (a slogAdapter) Warn(msg string, f gobgplog.Fields)  { a.l.Warn(msg, a.attrs(f)...) }
 func (a slogAdapter) Info(msg string, f gobgplog.Fields)  { a.l.Info(msg, a.attrs(f)...) }

@@ -7,9 +7,14 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
-	"routeagent.io/route-agent/cluster"
+	bgpconfig "routeagent.io/route-agent/bgp/config"
+
+	"routeagent.io/route-agent/cluster/snapshot"
+	"routeagent.io/route-agent/secret"
 )
 
 // Desired is the BGP state one node should have. The zero value means no
@@ -41,14 +46,59 @@ type Peer struct {
 	// SourceAddress is the local address of the session; zero lets the kernel
 	// choose.
 	SourceAddress netip.Addr
-	Password      string
+	Password      secret.Value
 	EBGPMultihop  bool
 }
 
-// Path is one advertised prefix.
+// Path is one advertised prefix. It is comparable, and the speaker keys
+// paths by prefix: a path whose next hop or attributes change is replaced
+// in place, one UPDATE, never withdrawn and announced again.
 type Path struct {
 	Prefix  netip.Prefix
 	NextHop netip.Addr
+	Attrs   Attrs
+}
+
+// Attrs are a path's optional attributes.
+type Attrs struct {
+	// LocalPref is sent to iBGP peers; 0 leaves it out, so the peer's
+	// default (100) applies.
+	LocalPref uint32
+	// Communities are classic communities in canonical form (see
+	// NewCommunities), so that equal sets compare equal.
+	Communities Communities
+}
+
+// Communities is a set of classic (RFC 1997) communities in canonical form:
+// "AA:NN" values sorted numerically, without duplicates, space separated.
+// A string keeps Path comparable.
+type Communities string
+
+// NewCommunities returns the canonical set of cs.
+func NewCommunities(cs ...bgpconfig.Community) Communities {
+	vals := make([]uint32, 0, len(cs))
+	for _, c := range cs {
+		vals = append(vals, uint32(c.ASN)<<16|uint32(c.Value))
+	}
+	slices.Sort(vals)
+	vals = slices.Compact(vals)
+	parts := make([]string, len(vals))
+	for i, v := range vals {
+		parts[i] = bgpconfig.Community{ASN: uint16(v >> 16), Value: uint16(v)}.String()
+	}
+	return Communities(strings.Join(parts, " "))
+}
+
+// Values returns the communities as 32-bit values, as BGP carries them.
+func (c Communities) Values() []uint32 {
+	var out []uint32
+	for _, f := range strings.Fields(string(c)) {
+		asn, val, _ := strings.Cut(f, ":")
+		a, _ := strconv.ParseUint(asn, 10, 16)
+		v, _ := strconv.ParseUint(val, 10, 16)
+		out = append(out, uint32(a)<<16|uint32(v))
+	}
+	return out
 }
 
 // Plan computes the desired BGP state of the snapshot's node. It returns
@@ -59,7 +109,7 @@ type Path struct {
 // they are still valid choices for the selected peers; otherwise it takes
 // the first selected peer's my-asn and router-id (or the node's IPv4
 // InternalIP), in config order.
-func Plan(s *cluster.Snapshot, running Global) (Desired, []string) {
+func Plan(s *snapshot.Snapshot, running Global) (Desired, []string) {
 	var d Desired
 	var warnings []string
 	if s.Self == nil || s.BGP.Config == nil {
@@ -140,6 +190,21 @@ func Plan(s *cluster.Snapshot, running Global) (Desired, []string) {
 	slices.SortFunc(d.Peers, func(a, b Peer) int { return a.Address.Compare(b.Address) })
 	slices.SortFunc(d.Paths, func(a, b Path) int { return comparePrefixes(a.Prefix, b.Prefix) })
 	return d, warnings
+}
+
+// ConfigCheck is the readiness condition of the bgp-config: a
+// configuration is in force, or there is knowingly none. A ConfigMap that
+// exists but has never parsed leaves the node not ready, which also halts a
+// rolling update that would spread the problem.
+func ConfigCheck(s *snapshot.Snapshot) string {
+	if s.BGP.InForce() {
+		return ""
+	}
+	msg := "bgp-config " + s.BGP.Source + " exists but no version of it has been valid"
+	if s.BGP.Err != nil {
+		msg += " (resourceVersion " + s.BGP.ErrVersion + " rejected; routectl status shows why)"
+	}
+	return msg
 }
 
 func comparePrefixes(a, b netip.Prefix) int {

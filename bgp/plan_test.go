@@ -9,7 +9,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"routeagent.io/route-agent/bgp/config"
-	"routeagent.io/route-agent/cluster"
+	"routeagent.io/route-agent/cluster/snapshot"
+	"routeagent.io/route-agent/secret"
 )
 
 var planCmpOpts = cmp.Options{
@@ -62,8 +63,8 @@ func path(prefix, nextHop string) Path {
 }
 
 // worker is a typical single-stack node.
-func worker(labels map[string]string) *cluster.Node {
-	return &cluster.Node{
+func worker(labels map[string]string) *snapshot.Node {
+	return &snapshot.Node{
 		Name:        "worker-1",
 		Labels:      labels,
 		InternalIPs: addrs("10.4.36.10"),
@@ -71,15 +72,16 @@ func worker(labels map[string]string) *cluster.Node {
 	}
 }
 
-func snapshot(self *cluster.Node, cfg *config.Config) *cluster.Snapshot {
-	s := &cluster.Snapshot{
+func snap(self *snapshot.Node, cfg *config.Config) *snapshot.Snapshot {
+	s := &snapshot.Snapshot{Cluster: snapshot.Cluster{
+		Synced:   true,
 		NodeName: "worker-1",
 		Self:     self,
-		BGP:      cluster.BGPConfig{Source: "metallb-system/bgp-config", Present: cfg != nil, Config: cfg},
-	}
+		BGP:      snapshot.BGPConfig{Source: "metallb-system/bgp-config", Present: cfg != nil, Config: cfg},
+	}}
 	if self != nil {
 		s.NodeName = self.Name
-		s.Nodes = []cluster.Node{*self}
+		s.Nodes = []snapshot.Node{*self}
 	}
 	return s
 }
@@ -335,40 +337,40 @@ peers:
 
 	for _, tc := range []struct {
 		desc     string
-		snapshot *cluster.Snapshot
+		snapshot *snapshot.Snapshot
 		want     Desired
 		// wantWarnings are substrings, one per expected warning, in order.
 		wantWarnings []string
 	}{
 		{
 			desc:     "no Self node",
-			snapshot: snapshot(nil, cfgTwoToRs),
+			snapshot: snap(nil, cfgTwoToRs),
 		},
 		{
 			desc:     "nil config",
-			snapshot: snapshot(worker(r83), nil),
+			snapshot: snap(worker(r83), nil),
 		},
 		{
 			desc: "nil config, config map present but never parsed",
-			snapshot: &cluster.Snapshot{NodeName: "worker-1", Self: worker(r83), BGP: cluster.BGPConfig{
+			snapshot: &snapshot.Snapshot{Cluster: snapshot.Cluster{NodeName: "worker-1", Self: worker(r83), BGP: snapshot.BGPConfig{
 				Present: true, Err: errString("bad"), ErrVersion: "2",
-			}},
+			}}},
 		},
 		{
 			desc:     "config without peers",
-			snapshot: snapshot(worker(r83), cfgEmpty),
+			snapshot: snap(worker(r83), cfgEmpty),
 		},
 		{
 			desc:     "no matching peers",
-			snapshot: snapshot(worker(map[string]string{"kubernetes/route": "bgp-peer-99"}), cfgMatchLabels),
+			snapshot: snap(worker(map[string]string{"kubernetes/route": "bgp-peer-99"}), cfgMatchLabels),
 		},
 		{
 			desc:     "no matching peers, node without labels",
-			snapshot: snapshot(worker(nil), cfgMatchLabels),
+			snapshot: snap(worker(nil), cfgMatchLabels),
 		},
 		{
 			desc:     "peers without selectors apply to every node",
-			snapshot: snapshot(worker(nil), cfgTwoToRs),
+			snapshot: snap(worker(nil), cfgTwoToRs),
 			want: Desired{
 				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
 				Peers: []Peer{
@@ -380,7 +382,7 @@ peers:
 		},
 		{
 			desc:     "peers without selectors apply to a labelled node too",
-			snapshot: snapshot(worker(r83), cfgTwoToRs),
+			snapshot: snap(worker(r83), cfgTwoToRs),
 			want: Desired{
 				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
 				Peers: []Peer{
@@ -392,7 +394,7 @@ peers:
 		},
 		{
 			desc:     "match-labels selects the peers whose labels all match",
-			snapshot: snapshot(worker(r83), cfgMatchLabels),
+			snapshot: snap(worker(r83), cfgMatchLabels),
 			want: Desired{
 				Global: Global{ASN: 64512, RouterID: netip.MustParseAddr("10.4.36.10")},
 				Peers:  []Peer{peerWithDefaults("10.4.36.250", 64512, 64512)},
@@ -401,7 +403,7 @@ peers:
 		},
 		{
 			desc:     "match-labels with every label of a multi-label selector",
-			snapshot: snapshot(worker(map[string]string{"kubernetes/route": "bgp-peer-83", "rack": "r2"}), cfgMatchLabels),
+			snapshot: snap(worker(map[string]string{"kubernetes/route": "bgp-peer-83", "rack": "r2"}), cfgMatchLabels),
 			want: Desired{
 				Global: Global{ASN: 64512, RouterID: netip.MustParseAddr("10.4.36.10")},
 				Peers: []Peer{
@@ -413,7 +415,7 @@ peers:
 		},
 		{
 			desc:     "match-expressions In and Exists",
-			snapshot: snapshot(worker(r83), cfgMatchExpressions),
+			snapshot: snap(worker(r83), cfgMatchExpressions),
 			want: Desired{
 				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
 				Peers: []Peer{
@@ -425,7 +427,7 @@ peers:
 		},
 		{
 			desc:     "match-expressions NotIn and DoesNotExist",
-			snapshot: snapshot(worker(map[string]string{"kubernetes/route": "bgp-peer-84"}), cfgMatchExpressions),
+			snapshot: snap(worker(map[string]string{"kubernetes/route": "bgp-peer-84"}), cfgMatchExpressions),
 			want: Desired{
 				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
 				Peers: []Peer{
@@ -438,7 +440,7 @@ peers:
 		},
 		{
 			desc:     "match-expressions of one selector are ANDed",
-			snapshot: snapshot(worker(map[string]string{"kubernetes/route": "bgp-peer-83", "rack": "r9"}), cfgMatchExpressions),
+			snapshot: snap(worker(map[string]string{"kubernetes/route": "bgp-peer-83", "rack": "r9"}), cfgMatchExpressions),
 			want: Desired{
 				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
 				Peers: []Peer{
@@ -451,7 +453,7 @@ peers:
 		},
 		{
 			desc:     "node-selectors are ORed",
-			snapshot: snapshot(worker(r83), cfgOredSelectors),
+			snapshot: snap(worker(r83), cfgOredSelectors),
 			want: Desired{
 				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
 				Peers:  []Peer{peerWithDefaults("10.4.36.1", 64512, 64513)},
@@ -460,7 +462,7 @@ peers:
 		},
 		{
 			desc:     "peer without selectors next to an unselected peer",
-			snapshot: snapshot(worker(r83), cfgMixedSelectors),
+			snapshot: snap(worker(r83), cfgMixedSelectors),
 			want: Desired{
 				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
 				Peers:  []Peer{peerWithDefaults("10.4.36.1", 64512, 64513)},
@@ -469,7 +471,7 @@ peers:
 		},
 		{
 			desc:     "two peers with different my-asn: Global.ASN is the first's, each peer keeps its own",
-			snapshot: snapshot(worker(nil), cfgTwoMyASNs),
+			snapshot: snap(worker(nil), cfgTwoMyASNs),
 			want: Desired{
 				Global: Global{ASN: 64514, RouterID: netip.MustParseAddr("10.4.36.10")},
 				Peers: []Peer{
@@ -481,7 +483,7 @@ peers:
 		},
 		{
 			desc:     "Global.ASN is the first selected peer's",
-			snapshot: snapshot(worker(nil), cfgFirstNotSelected),
+			snapshot: snap(worker(nil), cfgFirstNotSelected),
 			want: Desired{
 				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
 				Peers:  []Peer{peerWithDefaults("10.4.36.2", 64524, 64513)},
@@ -490,7 +492,7 @@ peers:
 		},
 		{
 			desc:     "router-id from the config wins over the InternalIP",
-			snapshot: snapshot(worker(nil), cfgRouterID),
+			snapshot: snap(worker(nil), cfgRouterID),
 			want: Desired{
 				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("192.0.2.7")},
 				Peers: []Peer{
@@ -502,7 +504,7 @@ peers:
 		},
 		{
 			desc: "router-id from the config on a node without IPv4 InternalIP",
-			snapshot: snapshot(&cluster.Node{
+			snapshot: snap(&snapshot.Node{
 				Name:        "v6-only",
 				InternalIPs: addrs("fd00::10"),
 				PodCIDRs:    prefixes("fd00:244:1::/64"),
@@ -519,7 +521,7 @@ peers:
 		},
 		{
 			desc:     "router-id of an unselected peer is not used",
-			snapshot: snapshot(worker(nil), cfgUnselectedRouterID),
+			snapshot: snap(worker(nil), cfgUnselectedRouterID),
 			want: Desired{
 				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
 				Peers:  []Peer{peerWithDefaults("10.4.36.1", 64524, 64513)},
@@ -528,7 +530,7 @@ peers:
 		},
 		{
 			desc: "router-id defaults to the first IPv4 InternalIP",
-			snapshot: snapshot(&cluster.Node{
+			snapshot: snap(&snapshot.Node{
 				Name:        "dual",
 				InternalIPs: addrs("fd00::10", "10.4.36.10", "10.4.37.10"),
 				PodCIDRs:    prefixes("10.244.1.0/24"),
@@ -544,7 +546,7 @@ peers:
 		},
 		{
 			desc:     "equal router-ids do not warn",
-			snapshot: snapshot(worker(nil), cfgSameRouterIDs),
+			snapshot: snap(worker(nil), cfgSameRouterIDs),
 			want: Desired{
 				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("192.0.2.7")},
 				Peers: []Peer{
@@ -556,7 +558,7 @@ peers:
 		},
 		{
 			desc:     "conflicting router-ids warn and keep the first",
-			snapshot: snapshot(worker(nil), cfgConflictingRouterIDs),
+			snapshot: snap(worker(nil), cfgConflictingRouterIDs),
 			want: Desired{
 				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("192.0.2.7")},
 				Peers: []Peer{
@@ -569,7 +571,7 @@ peers:
 		},
 		{
 			desc: "no IPv4 InternalIP and no router-id",
-			snapshot: snapshot(&cluster.Node{
+			snapshot: snap(&snapshot.Node{
 				Name:        "v6-only",
 				InternalIPs: addrs("fd00::10"),
 				PodCIDRs:    prefixes("fd00:244:1::/64"),
@@ -578,7 +580,7 @@ peers:
 		},
 		{
 			desc: "no InternalIP at all and no router-id",
-			snapshot: snapshot(&cluster.Node{
+			snapshot: snap(&snapshot.Node{
 				Name:     "bare",
 				PodCIDRs: prefixes("10.244.1.0/24"),
 			}, cfgTwoToRs),
@@ -586,7 +588,7 @@ peers:
 		},
 		{
 			desc:     "the same peer-address selected twice",
-			snapshot: snapshot(worker(nil), cfgDupAddress),
+			snapshot: snap(worker(nil), cfgDupAddress),
 			want: Desired{
 				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
 				Peers: []Peer{
@@ -600,7 +602,7 @@ peers:
 		},
 		{
 			desc:     "the same peer-address and port selected twice through different selectors",
-			snapshot: snapshot(worker(r83), cfgDupAddressSelectors),
+			snapshot: snap(worker(r83), cfgDupAddressSelectors),
 			want: Desired{
 				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
 				Peers:  []Peer{peerWithDefaults("10.4.36.1", 64524, 64513)},
@@ -610,7 +612,7 @@ peers:
 		},
 		{
 			desc:     "same peer-address, only one selector matches: no warning",
-			snapshot: snapshot(worker(map[string]string{"rack": "r1"}), cfgDupAddressSelectors),
+			snapshot: snap(worker(map[string]string{"rack": "r1"}), cfgDupAddressSelectors),
 			want: Desired{
 				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
 				Peers:  []Peer{peerWithDefaults("10.4.36.1", 64524, 64513)},
@@ -619,7 +621,7 @@ peers:
 		},
 		{
 			desc:     "every peer field is copied",
-			snapshot: snapshot(worker(nil), cfgAllFields),
+			snapshot: snap(worker(nil), cfgAllFields),
 			want: Desired{
 				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
 				Peers: []Peer{{
@@ -630,7 +632,7 @@ peers:
 					HoldTime:      9 * time.Second,
 					KeepaliveTime: 3 * time.Second,
 					SourceAddress: netip.MustParseAddr("10.4.36.10"),
-					Password:      "s3cret",
+					Password:      secret.New("s3cret"),
 					EBGPMultihop:  true,
 				}},
 				Paths: []Path{path("10.244.1.0/24", "10.4.36.10")},
@@ -638,7 +640,7 @@ peers:
 		},
 		{
 			desc: "dual-stack pod CIDRs get the InternalIP of their family as next hop",
-			snapshot: snapshot(&cluster.Node{
+			snapshot: snap(&snapshot.Node{
 				Name:        "dual",
 				InternalIPs: addrs("10.4.36.10", "fd00::10", "10.4.37.10", "fd00::11"),
 				PodCIDRs:    prefixes("10.244.1.0/24", "fd00:244:1::/64"),
@@ -658,7 +660,7 @@ peers:
 		},
 		{
 			desc: "pod CIDR of a family without InternalIP is skipped",
-			snapshot: snapshot(&cluster.Node{
+			snapshot: snap(&snapshot.Node{
 				Name:        "v4-only",
 				InternalIPs: addrs("10.4.36.10"),
 				PodCIDRs:    prefixes("10.244.1.0/24", "fd00:244:1::/64"),
@@ -675,7 +677,7 @@ peers:
 		},
 		{
 			desc: "IPv4 pod CIDR skipped on a node whose IPv4 comes only from router-id",
-			snapshot: snapshot(&cluster.Node{
+			snapshot: snap(&snapshot.Node{
 				Name:        "v6-only",
 				InternalIPs: addrs("fd00::10"),
 				PodCIDRs:    prefixes("10.244.1.0/24", "fd00:244:1::/64"),
@@ -695,7 +697,7 @@ peers:
 		},
 		{
 			desc: "node without pod CIDRs holds sessions and advertises nothing",
-			snapshot: snapshot(&cluster.Node{
+			snapshot: snap(&snapshot.Node{
 				Name:        "no-cidr",
 				InternalIPs: addrs("10.4.36.10"),
 			}, cfgTwoToRs),
@@ -709,7 +711,7 @@ peers:
 		},
 		{
 			desc:     "IPv6 peer",
-			snapshot: snapshot(worker(nil), cfgV6Peer),
+			snapshot: snap(worker(nil), cfgV6Peer),
 			want: Desired{
 				Global: Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")},
 				Peers:  []Peer{peerWithDefaults("fd00::1", 64524, 64513)},
@@ -719,7 +721,7 @@ peers:
 		},
 		{
 			desc: "output is sorted whatever the input order",
-			snapshot: snapshot(&cluster.Node{
+			snapshot: snap(&snapshot.Node{
 				Name:        "dual",
 				InternalIPs: addrs("fd00::10", "10.4.36.10"),
 				PodCIDRs: prefixes(
@@ -820,8 +822,8 @@ func TestPlanSortedAnyOrder(t *testing.T) {
 				cs = append(cs, cidrs[(i+rot)%len(cidrs)])
 			}
 		}
-		node := &cluster.Node{Name: "dual", InternalIPs: addrs("10.4.36.10", "fd00::10"), PodCIDRs: cs}
-		got, warnings := Plan(snapshot(node, cfg), Global{})
+		node := &snapshot.Node{Name: "dual", InternalIPs: addrs("10.4.36.10", "fd00::10"), PodCIDRs: cs}
+		got, warnings := Plan(snap(node, cfg), Global{})
 		if diff := cmp.Diff(want, got, planCmpOpts); diff != "" {
 			t.Errorf("rotation %d: Plan() mismatch (-want +got):\n%s", rot, diff)
 		}
@@ -859,13 +861,13 @@ peers:
   - match-labels:
       kubernetes/route: bgp-peer-83
 `)
-	node := &cluster.Node{
+	node := &snapshot.Node{
 		Name:        "dual",
 		Labels:      map[string]string{"kubernetes/route": "bgp-peer-83"},
 		InternalIPs: addrs("10.4.36.10"),
 		PodCIDRs:    prefixes("fd00:244:1::/64", "10.244.1.0/24", "10.244.0.0/24"),
 	}
-	s := snapshot(node, cfg)
+	s := snap(node, cfg)
 	first, firstWarnings := Plan(s, Global{})
 	if len(first.Peers) != 4 || len(first.Paths) != 2 || len(firstWarnings) != 3 {
 		t.Fatalf("Plan() = %+v, warnings %q; want 4 peers, 2 paths, 3 warnings", first, firstWarnings)
@@ -903,7 +905,7 @@ peers:
   my-asn: 64514
   router-id: 192.0.2.2
 `)
-	node := &cluster.Node{Name: "n", InternalIPs: addrs("10.4.36.10"), PodCIDRs: prefixes("10.244.1.0/24")}
+	node := &snapshot.Node{Name: "n", InternalIPs: addrs("10.4.36.10"), PodCIDRs: prefixes("10.244.1.0/24")}
 	ip := netip.MustParseAddr
 	for _, tc := range []struct {
 		desc    string
@@ -915,7 +917,7 @@ peers:
 		{"running ASN still valid, router-id not", Global{ASN: 64514, RouterID: ip("192.0.2.9")}, Global{ASN: 64514, RouterID: ip("192.0.2.1")}},
 		{"running with values no peer has: replaced", Global{ASN: 64999, RouterID: ip("192.0.2.9")}, Global{ASN: 64513, RouterID: ip("192.0.2.1")}},
 	} {
-		got, _ := Plan(snapshot(node, cfg), tc.running)
+		got, _ := Plan(snap(node, cfg), tc.running)
 		if got.Global != tc.want {
 			t.Errorf("%s: Global = %+v, want %+v", tc.desc, got.Global, tc.want)
 		}
@@ -927,7 +929,7 @@ peers:
 	// Without configured router-ids the node's address is kept as well.
 	cfg = parseConfig(t, "peers:\n- {peer-address: 10.4.36.1, peer-asn: 64524, my-asn: 64513}\n")
 	running := Global{ASN: 64513, RouterID: ip("10.4.36.10")}
-	if got, _ := Plan(snapshot(node, cfg), running); got.Global != running {
+	if got, _ := Plan(snap(node, cfg), running); got.Global != running {
 		t.Errorf("node-address router-id: Global = %+v, want %+v", got.Global, running)
 	}
 }

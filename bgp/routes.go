@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 
@@ -25,7 +26,7 @@ type RouteStatus struct {
 // puts on the wire.
 func (s *Speaker) Routes(ctx context.Context, advertised bool, peer netip.Addr) ([]RouteStatus, error) {
 	s.mu.Lock()
-	peers := slices.Clone(s.cur.Peers)
+	peers := slices.Collect(maps.Values(s.peers))
 	s.mu.Unlock()
 	table := api.TableType_ADJ_IN
 	if advertised {

@@ -18,7 +18,7 @@ func TestSpeakerRoutes(t *testing.T) {
 	ctx := t.Context()
 	r := startRouter(t, "router", "127.0.0.1", "10.0.0.254", routerASN, speakerASN)
 	r.originate(t, "10.9.0.0/24", "127.0.0.1")
-	sp := NewSpeaker(testLogger(t, "speaker"))
+	sp := NewSpeaker(testLogger(t, "speaker"), failOnFatal(t))
 	t.Cleanup(func() { sp.Stop(context.Background()) })
 	paths := []Path{path("10.244.1.0/24", "10.0.0.1"), path("10.244.2.0/24", "10.0.0.1")}
 	d := Desired{

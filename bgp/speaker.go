@@ -32,27 +32,42 @@ type Speaker struct {
 	log *slog.Logger
 
 	mu sync.Mutex
-	// cur is what GoBGP holds now, as far as Set got.
-	cur     Desired
-	uuids   map[Path][]byte
+	// What GoBGP holds now, as far as Set got.
+	global Global
+	peers  map[netip.Addr]Peer
+	paths  map[netip.Prefix]Path
+	// uuids are GoBGP's handles of the paths, which DeletePath needs.
+	uuids   map[netip.Prefix][]byte
 	stopped bool
 
-	// global mirrors cur.Global for readers (status, metrics, the next
-	// plan) that must not wait for a Set in progress.
-	global atomic.Pointer[Global]
+	// running mirrors global for readers (status, metrics, the next plan)
+	// that must not wait for a Set in progress; passwords likewise for the
+	// log adapter, which GoBGP calls while Set holds mu.
+	running   atomic.Pointer[Global]
+	passwords atomic.Pointer[[]string]
 }
 
 // NewSpeaker starts an embedded GoBGP server that holds no sessions and
-// listens on no port until Set gives it peers.
-func NewSpeaker(log *slog.Logger) *Speaker {
-	srv := server.NewBgpServer(server.LoggerOption(slogAdapter{log}))
-	go srv.Serve()
-	return &Speaker{srv: srv, log: log, uuids: map[Path][]byte{}}
+// listens on no port until Set gives it peers. fatal is called if GoBGP
+// reports an error it cannot go on from; the agent should then shut down.
+func NewSpeaker(log *slog.Logger, fatal func(error)) *Speaker {
+	s := &Speaker{log: log, peers: map[netip.Addr]Peer{}, paths: map[netip.Prefix]Path{}, uuids: map[netip.Prefix][]byte{}}
+	s.srv = server.NewBgpServer(server.LoggerOption(slogAdapter{l: log, secrets: s.secrets, fatal: fatal}))
+	go s.srv.Serve()
+	return s
 }
 
-// WatchSessions logs every session state change until ctx ends.
+func (s *Speaker) secrets() []string {
+	if p := s.passwords.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// WatchSessions logs every session state change until ctx ends. GoBGP's
+// WatchEvent only registers the watch, so this waits for ctx itself.
 func (s *Speaker) WatchSessions(ctx context.Context) error {
-	return s.srv.WatchEvent(ctx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, func(r *api.WatchEventResponse) {
+	err := s.srv.WatchEvent(ctx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, func(r *api.WatchEventResponse) {
 		pe := r.GetPeer()
 		if pe == nil || pe.GetType() != api.WatchEventResponse_PeerEvent_STATE {
 			return
@@ -61,6 +76,11 @@ func (s *Speaker) WatchSessions(ctx context.Context) error {
 		s.log.Info("bgp session state", "peer", st.GetNeighborAddress(), "peerASN", st.GetPeerAsn(),
 			"state", sessionStateName(st.GetSessionState()))
 	})
+	if err != nil {
+		return fmt.Errorf("watching bgp sessions: %w", err)
+	}
+	<-ctx.Done()
+	return nil
 }
 
 // Stop closes every session with a Cease notification and stops the
@@ -73,14 +93,13 @@ func (s *Speaker) Stop(ctx context.Context) error {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.stopped = true
-		if s.cur.Global.ASN != 0 {
+		if s.global.ASN != 0 {
 			if err := s.srv.StopBgp(context.Background(), &api.StopBgpRequest{}); err != nil {
 				s.log.Error("stopping bgp", "err", err)
 			}
 		}
 		s.srv.Stop()
-		s.setGlobal(Global{})
-		s.cur = Desired{}
+		s.forget()
 	}()
 	select {
 	case <-done:
@@ -93,15 +112,23 @@ func (s *Speaker) Stop(ctx context.Context) error {
 // Global returns the speaker-wide configuration in force; zero when BGP is
 // stopped. It never waits for a Set in progress.
 func (s *Speaker) Global() Global {
-	if g := s.global.Load(); g != nil {
+	if g := s.running.Load(); g != nil {
 		return *g
 	}
 	return Global{}
 }
 
 func (s *Speaker) setGlobal(g Global) {
-	s.cur.Global = g
-	s.global.Store(&g)
+	s.global = g
+	s.running.Store(&g)
+}
+
+// forget records that GoBGP holds nothing.
+func (s *Speaker) forget() {
+	s.setGlobal(Global{})
+	clear(s.peers)
+	clear(s.paths)
+	clear(s.uuids)
 }
 
 // Set applies d. It keeps going after a failure and returns all errors
@@ -113,39 +140,52 @@ func (s *Speaker) Set(ctx context.Context, d Desired) error {
 	if s.stopped {
 		return errors.New("bgp speaker is stopped")
 	}
+	passwords := make([]string, 0, len(d.Peers))
+	for _, p := range d.Peers {
+		if p.Password.IsSet() {
+			passwords = append(passwords, p.Password.Reveal())
+		}
+	}
+	// Old and new: GoBGP may still log about a peer being removed.
+	for _, p := range s.peers {
+		if p.Password.IsSet() {
+			passwords = append(passwords, p.Password.Reveal())
+		}
+	}
+	s.passwords.Store(&passwords)
 
-	if d.Global != s.cur.Global {
+	if d.Global != s.global {
 		if err := s.restart(ctx, d.Global); err != nil {
 			return err
 		}
 	}
-	if s.cur.Global.ASN == 0 {
+	if s.global.ASN == 0 {
 		return nil
 	}
+	return errors.Join(s.setPeers(ctx, d.Peers), s.setPaths(ctx, d.Paths))
+}
 
+func (s *Speaker) setPeers(ctx context.Context, peers []Peer) error {
 	var errs []error
-	want := map[netip.Addr]Peer{}
-	for _, p := range d.Peers {
+	want := make(map[netip.Addr]Peer, len(peers))
+	for _, p := range peers {
 		want[p.Address] = p
 	}
-	// Sessions first: removing a peer before withdrawing paths avoids
-	// sending it withdrawals it is about to lose anyway.
-	var kept []Peer
-	for _, p := range s.cur.Peers {
-		if w, ok := want[p.Address]; ok && w == p {
-			kept = append(kept, p)
+	// A changed peer is removed and added again: GoBGP cannot change a
+	// session's ASNs, port or password in place.
+	for addr, p := range s.peers {
+		if w, ok := want[addr]; ok && w == p {
 			continue
 		}
-		if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: p.Address.String()}); err != nil {
-			errs = append(errs, fmt.Errorf("removing peer %s: %w", p.Address, err))
-			kept = append(kept, p)
+		if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
+			errs = append(errs, fmt.Errorf("removing peer %s: %w", addr, err))
 			continue
 		}
-		s.log.Info("bgp peer removed", "peer", p.Address, "peerASN", p.ASN)
+		delete(s.peers, addr)
+		s.log.Info("bgp peer removed", "peer", addr, "peerASN", p.ASN)
 	}
-	s.cur.Peers = kept
-	for _, p := range d.Peers {
-		if slices.Contains(s.cur.Peers, p) {
+	for _, p := range peers {
+		if _, ok := s.peers[p.Address]; ok {
 			continue
 		}
 		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: apiPeer(p)}); err != nil {
@@ -153,35 +193,25 @@ func (s *Speaker) Set(ctx context.Context, d Desired) error {
 			continue
 		}
 		s.log.Info("bgp peer added", "peer", p.Address, "peerASN", p.ASN, "localASN", p.LocalASN)
-		s.cur.Peers = append(s.cur.Peers, p)
+		s.peers[p.Address] = p
 	}
+	return errors.Join(errs...)
+}
 
-	// Withdraw before announcing: GoBGP keys local paths by prefix, so a
-	// path whose next hop changed must go before its replacement comes.
-	var paths []Path
-	for _, p := range s.cur.Paths {
-		if slices.Contains(d.Paths, p) {
-			paths = append(paths, p)
-			continue
+func (s *Speaker) setPaths(ctx context.Context, paths []Path) error {
+	var errs []error
+	want := make(map[netip.Prefix]Path, len(paths))
+	for _, p := range paths {
+		if _, dup := want[p.Prefix]; dup {
+			errs = append(errs, fmt.Errorf("advertising %s: planned twice", p.Prefix))
 		}
-		uuid, ok := s.uuids[p]
-		if !ok {
-			// An empty DeletePathRequest withdraws every local path.
-			errs = append(errs, fmt.Errorf("withdrawing %s: no GoBGP uuid recorded", p.Prefix))
-			paths = append(paths, p)
-			continue
-		}
-		if err := s.srv.DeletePath(ctx, &api.DeletePathRequest{Uuid: uuid}); err != nil {
-			errs = append(errs, fmt.Errorf("withdrawing %s: %w", p.Prefix, err))
-			paths = append(paths, p)
-			continue
-		}
-		delete(s.uuids, p)
-		s.log.Info("bgp path withdrawn", "prefix", p.Prefix, "nexthop", p.NextHop)
+		want[p.Prefix] = p
 	}
-	s.cur.Paths = paths
-	for _, p := range d.Paths {
-		if slices.Contains(s.cur.Paths, p) {
+	// Announcing a prefix GoBGP already holds replaces its path in place
+	// (GoBGP keys local paths by prefix), so a new next hop or new
+	// attributes go out as one UPDATE with no withdrawal.
+	for _, p := range paths {
+		if cur, ok := s.paths[p.Prefix]; ok && cur == p {
 			continue
 		}
 		resp, err := s.srv.AddPath(ctx, &api.AddPathRequest{Path: apiPath(p)})
@@ -189,9 +219,28 @@ func (s *Speaker) Set(ctx context.Context, d Desired) error {
 			errs = append(errs, fmt.Errorf("advertising %s: %w", p.Prefix, err))
 			continue
 		}
-		s.uuids[p] = resp.GetUuid()
-		s.log.Info("bgp path advertised", "prefix", p.Prefix, "nexthop", p.NextHop)
-		s.cur.Paths = append(s.cur.Paths, p)
+		s.uuids[p.Prefix] = resp.GetUuid()
+		s.paths[p.Prefix] = p
+		s.log.Info("bgp path advertised", "prefix", p.Prefix, "nexthop", p.NextHop,
+			"localPref", p.Attrs.LocalPref, "communities", string(p.Attrs.Communities))
+	}
+	for prefix, p := range s.paths {
+		if _, ok := want[prefix]; ok {
+			continue
+		}
+		uuid, ok := s.uuids[prefix]
+		if !ok {
+			// An empty DeletePathRequest withdraws every local path.
+			errs = append(errs, fmt.Errorf("withdrawing %s: no GoBGP uuid recorded", prefix))
+			continue
+		}
+		if err := s.srv.DeletePath(ctx, &api.DeletePathRequest{Uuid: uuid}); err != nil {
+			errs = append(errs, fmt.Errorf("withdrawing %s: %w", prefix, err))
+			continue
+		}
+		delete(s.uuids, prefix)
+		delete(s.paths, prefix)
+		s.log.Info("bgp path withdrawn", "prefix", prefix, "nexthop", p.NextHop)
 	}
 	return errors.Join(errs...)
 }
@@ -200,14 +249,12 @@ func (s *Speaker) Set(ctx context.Context, d Desired) error {
 // stopped when g is zero). GoBGP cannot change its ASN or router-id while
 // running.
 func (s *Speaker) restart(ctx context.Context, g Global) error {
-	if s.cur.Global.ASN != 0 {
-		s.log.Info("stopping bgp speaker", "asn", s.cur.Global.ASN, "routerID", s.cur.Global.RouterID)
+	if s.global.ASN != 0 {
+		s.log.Info("stopping bgp speaker", "asn", s.global.ASN, "routerID", s.global.RouterID)
 		if err := s.srv.StopBgp(ctx, &api.StopBgpRequest{}); err != nil {
 			return fmt.Errorf("stopping bgp: %w", err)
 		}
-		s.cur = Desired{}
-		s.setGlobal(Global{})
-		clear(s.uuids)
+		s.forget()
 	}
 	if g.ASN == 0 {
 		return nil

@@ -1,12 +1,14 @@
 package bgp
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +20,8 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	api "github.com/osrg/gobgp/v3/api"
 	"github.com/osrg/gobgp/v3/pkg/server"
+
+	bgpconfig "routeagent.io/route-agent/bgp/config"
 )
 
 // The speaker tests run the Speaker against real GoBGP "routers" in the same
@@ -108,7 +112,7 @@ func startRouter(t *testing.T, name, listenAddr, routerID string, asn, speakerAS
 	if r.addr.Is6() {
 		r.speaker = "::1"
 	}
-	r.srv = server.NewBgpServer(server.LoggerOption(slogAdapter{testLogger(t, name)}))
+	r.srv = server.NewBgpServer(server.LoggerOption(newTestAdapter(testLogger(t, name))))
 	go r.srv.Serve()
 	t.Cleanup(r.srv.Stop)
 
@@ -380,9 +384,10 @@ func TestSpeaker(t *testing.T) {
 	r2 := startRouter(t, "router2", "127.0.0.2", "10.0.0.253", router2ASN, speakerASN)
 	routers := []*router{r1, r2}
 
-	sp := NewSpeaker(testLogger(t, "speaker"))
+	logs := &syncBuffer{}
+	sp := NewSpeaker(teeLogger(t, "speaker", logs), failOnFatal(t))
 	t.Cleanup(func() { sp.Stop(context.Background()) })
-	// Session events go to the log; this also checks WatchSessions runs.
+	// Session events go to the log: the test reads them back at the end.
 	watchCtx, cancelWatch := context.WithCancel(context.Background())
 	t.Cleanup(cancelWatch)
 	watchErr := make(chan error, 1)
@@ -660,6 +665,19 @@ func TestSpeaker(t *testing.T) {
 		}
 	}
 
+	// WatchSessions runs until its context ends and logs every session
+	// that came up.
+	select {
+	case err := <-watchErr:
+		t.Fatalf("WatchSessions returned %v before its context ended", err)
+	default:
+	}
+	for _, r := range routers {
+		re := regexp.MustCompile(`msg="bgp session state" (test=speaker )?peer=` + regexp.QuoteMeta(r.addr.String()) + ` peerASN=\d+ state=established`)
+		if !re.MatchString(logs.String()) {
+			t.Errorf("the session log has no established session with %s:\n%s", r.name, logs.String())
+		}
+	}
 	cancelWatch()
 	select {
 	case err := <-watchErr:
@@ -669,6 +687,144 @@ func TestSpeaker(t *testing.T) {
 	case <-time.After(pollTimeout):
 		t.Errorf("WatchSessions did not return after its context ended")
 	}
+}
+
+// A path whose next hop or attributes change is replaced in place: the
+// router sees the new path and never a withdrawal.
+func TestSpeakerReplacesPathInPlace(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a real BGP session over loopback")
+	}
+	ctx := t.Context()
+	r := startRouter(t, "router1", "127.0.0.1", "10.0.0.254", routerASN, speakerASN)
+	var withdrawals atomic.Int32
+	var mu sync.Mutex
+	var seen []string
+	err := r.srv.WatchEvent(ctx, &api.WatchEventRequest{Table: &api.WatchEventRequest_Table{
+		Filters: []*api.WatchEventRequest_Table_Filter{{Type: api.WatchEventRequest_Table_Filter_ADJIN}},
+	}}, func(resp *api.WatchEventResponse) {
+		for _, p := range resp.GetTable().GetPaths() {
+			if p.GetIsWithdraw() {
+				withdrawals.Add(1)
+			}
+			nh, _ := nextHopOf(p)
+			mu.Lock()
+			seen = append(seen, fmt.Sprintf("withdraw=%v nexthop=%s communities=%v", p.GetIsWithdraw(), nh, communitiesOf(p)))
+			mu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := NewSpeaker(testLogger(t, "speaker"), failOnFatal(t))
+	t.Cleanup(func() { sp.Stop(context.Background()) })
+	prefix := netip.MustParsePrefix("10.5.112.0/24")
+	d := Desired{
+		Global: Global{ASN: speakerASN, RouterID: netip.MustParseAddr("10.0.0.1")},
+		Peers:  []Peer{r.peerOfSpeaker(speakerASN)},
+		Paths:  []Path{{Prefix: prefix, NextHop: netip.MustParseAddr("10.4.94.11")}},
+	}
+	if err := sp.Set(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "first path", ribIs(ctx, r, wantRIB(d.Paths)))
+
+	comms := NewCommunities(bgpconfig.Community{ASN: 64513, Value: 200}, bgpconfig.Community{ASN: 64513, Value: 100})
+	d.Paths = []Path{{Prefix: prefix, NextHop: netip.MustParseAddr("10.4.94.12"), Attrs: Attrs{LocalPref: 200, Communities: comms}}}
+	if err := sp.Set(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "new next hop", ribIs(ctx, r, wantRIB(d.Paths)))
+	eventually(t, "communities", func() error {
+		var got []uint32
+		err := r.srv.ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: r.family}, func(d *api.Destination) {
+			for _, p := range d.GetPaths() {
+				got = communitiesOf(p)
+			}
+		})
+		if err != nil {
+			return err
+		}
+		if want := []uint32{64513<<16 | 100, 64513<<16 | 200}; !slices.Equal(got, want) {
+			return fmt.Errorf("communities %v, want %v", got, want)
+		}
+		return nil
+	})
+	// Setting the same again sends nothing.
+	if err := sp.Set(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if n := withdrawals.Load(); n != 0 {
+		t.Errorf("router saw %d withdrawals, want 0; updates:\n%s", n, strings.Join(seen, "\n"))
+	}
+	if len(seen) != 2 {
+		t.Errorf("router saw %d updates, want 2 (announce, replace):\n%s", len(seen), strings.Join(seen, "\n"))
+	}
+}
+
+func communitiesOf(p *api.Path) []uint32 {
+	for _, a := range p.GetPattrs() {
+		if m, err := a.UnmarshalNew(); err == nil {
+			if c, ok := m.(*api.CommunitiesAttribute); ok {
+				return c.GetCommunities()
+			}
+		}
+	}
+	return nil
+}
+
+func TestCommunitiesCanonical(t *testing.T) {
+	a := NewCommunities(bgpconfig.Community{ASN: 2, Value: 1}, bgpconfig.Community{ASN: 1, Value: 65535}, bgpconfig.Community{ASN: 2, Value: 1})
+	b := NewCommunities(bgpconfig.Community{ASN: 1, Value: 65535}, bgpconfig.Community{ASN: 2, Value: 1})
+	if a != b || a != "1:65535 2:1" {
+		t.Errorf("NewCommunities = %q and %q, want both \"1:65535 2:1\"", a, b)
+	}
+	if got := a.Values(); !slices.Equal(got, []uint32{1<<16 | 65535, 2<<16 | 1}) {
+		t.Errorf("Values() = %v", got)
+	}
+	if NewCommunities() != "" || Communities("").Values() != nil {
+		t.Error("empty communities are not empty")
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// teeLogger is testLogger that also writes into buf.
+func teeLogger(t *testing.T, component string, buf *syncBuffer) *slog.Logger {
+	var w io.Writer = buf
+	if testing.Verbose() {
+		cw := &closingWriter{w: t.Output()}
+		t.Cleanup(cw.close)
+		w = io.MultiWriter(buf, cw)
+	}
+	return slog.New(slog.NewTextHandler(w, nil)).With("test", component)
+}
+
+func newTestAdapter(l *slog.Logger) slogAdapter {
+	return slogAdapter{l: l, secrets: func() []string { return nil }, fatal: func(error) {}}
+}
+
+func failOnFatal(t *testing.T) func(error) {
+	return func(err error) { t.Errorf("speaker reported fatal: %v", err) }
 }
 
 // TestSpeakerIPv6 runs one IPv6 session over ::1: IPv6 paths are advertised
@@ -685,7 +841,7 @@ func TestSpeakerIPv6(t *testing.T) {
 	}
 	ctx := t.Context()
 	r := startRouter(t, "router6", "::1", "10.0.0.254", routerASN, speakerASN)
-	sp := NewSpeaker(testLogger(t, "speaker"))
+	sp := NewSpeaker(testLogger(t, "speaker"), failOnFatal(t))
 	t.Cleanup(func() { sp.Stop(context.Background()) })
 
 	v6Paths := []Path{path("fd00:244:1::/64", "fd00::10"), path("fd00:244:2::/64", "fd00::10")}

@@ -22,6 +22,8 @@ import (
 	"k8s.io/client-go/tools/events"
 
 	bgpconfig "routeagent.io/route-agent/bgp/config"
+	"routeagent.io/route-agent/cluster/snapshot"
+	"routeagent.io/route-agent/engine"
 )
 
 // BGPConfigKey is the ConfigMap key holding the bgp-config YAML, as in MetalLB.
@@ -47,7 +49,7 @@ type WatchOptions struct {
 // change. Bursts of events are coalesced: publish always gets the latest
 // state, never a backlog. publish runs on Watch's goroutine; Watch returns
 // when ctx ends.
-func Watch(ctx context.Context, opts WatchOptions, publish func(*Snapshot)) error {
+func Watch(ctx context.Context, opts WatchOptions, publish func(*snapshot.Cluster)) error {
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
@@ -64,17 +66,11 @@ func Watch(ctx context.Context, opts WatchOptions, publish func(*Snapshot)) erro
 			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", opts.BGPConfig.Name).String()
 		}))
 
-	dirty := make(chan struct{}, 1)
-	mark := func() {
-		select {
-		case dirty <- struct{}{}:
-		default:
-		}
-	}
+	dirty := engine.NewTrigger()
 	handler := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { mark() },
-		UpdateFunc: func(any, any) { mark() },
-		DeleteFunc: func(any) { mark() },
+		AddFunc:    func(any) { dirty.Fire() },
+		UpdateFunc: func(any, any) { dirty.Fire() },
+		DeleteFunc: func(any) { dirty.Fire() },
 	}
 	nodeInformer := nodeFactory.Core().V1().Nodes()
 	cmInformer := cmFactory.Core().V1().ConfigMaps()
@@ -108,12 +104,12 @@ func Watch(ctx context.Context, opts WatchOptions, publish func(*Snapshot)) erro
 
 	b := builder{opts: opts, log: log, nodes: nodeInformer.Lister(), configMaps: cmInformer.Lister()}
 	b.cfg.Source = opts.BGPConfig.String()
-	mark()
+	dirty.Fire()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-dirty:
+		case <-dirty.C():
 			publish(b.build())
 		}
 	}
@@ -126,11 +122,11 @@ type builder struct {
 	log        *slog.Logger
 	nodes      corelisters.NodeLister
 	configMaps corelisters.ConfigMapLister
-	cfg        BGPConfig
+	cfg        snapshot.BGPConfig
 }
 
-func (b *builder) build() *Snapshot {
-	s := &Snapshot{NodeName: b.opts.NodeName}
+func (b *builder) build() *snapshot.Cluster {
+	s := &snapshot.Cluster{Synced: true, NodeName: b.opts.NodeName}
 	objs, err := b.nodes.List(labels.Everything())
 	if err != nil { // the cache lister never fails; keep the snapshot empty if it does
 		b.log.Error("listing nodes from cache", "err", err)
@@ -138,7 +134,7 @@ func (b *builder) build() *Snapshot {
 	for _, o := range objs {
 		s.Nodes = append(s.Nodes, nodeFrom(o, b.log))
 	}
-	slices.SortFunc(s.Nodes, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(s.Nodes, func(a, b snapshot.Node) int { return strings.Compare(a.Name, b.Name) })
 	for i := range s.Nodes {
 		if s.Nodes[i].Name == b.opts.NodeName {
 			s.Self = &s.Nodes[i]
@@ -148,13 +144,13 @@ func (b *builder) build() *Snapshot {
 	return s
 }
 
-func (b *builder) bgpConfig() BGPConfig {
+func (b *builder) bgpConfig() snapshot.BGPConfig {
 	cm, err := b.configMaps.ConfigMaps(b.opts.BGPConfig.Namespace).Get(b.opts.BGPConfig.Name)
 	if apierrors.IsNotFound(err) {
 		if b.cfg.Present {
 			b.log.Info("bgp-config deleted: no peers", "configmap", b.cfg.Source)
 		}
-		b.cfg = BGPConfig{Source: b.cfg.Source}
+		b.cfg = snapshot.BGPConfig{Source: b.cfg.Source}
 		b.forgetLastGood()
 		return b.cfg
 	}
@@ -210,10 +206,10 @@ func parseConfigMap(cm *corev1.ConfigMap) (*bgpconfig.Config, error) {
 	return bgpconfig.Parse([]byte(data))
 }
 
-func nodeFrom(o *corev1.Node, log *slog.Logger) Node {
+func nodeFrom(o *corev1.Node, log *slog.Logger) snapshot.Node {
 	// A copy: snapshots outlive the informer's objects and must never
 	// alias the cache.
-	n := Node{Name: o.Name, Labels: maps.Clone(o.Labels)}
+	n := snapshot.Node{Name: o.Name, Labels: maps.Clone(o.Labels)}
 	for _, a := range o.Status.Addresses {
 		if a.Type != corev1.NodeInternalIP {
 			continue

@@ -23,6 +23,8 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/events"
 
+	"routeagent.io/route-agent/cluster/snapshot"
+
 	bgpconfig "routeagent.io/route-agent/bgp/config"
 )
 
@@ -86,7 +88,7 @@ func bgpConfigMap(rv, yaml string) *corev1.ConfigMap {
 type watcher struct {
 	t      *testing.T
 	client *fake.Clientset
-	snaps  chan *Snapshot
+	snaps  chan *snapshot.Cluster
 	ctx    context.Context
 	// published counts calls of publish.
 	mu        sync.Mutex
@@ -112,12 +114,12 @@ func startWatchOpts(t *testing.T, opts WatchOptions) *watcher {
 	t.Helper()
 	client := opts.Client.(*fake.Clientset)
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &watcher{t: t, client: client, snaps: make(chan *Snapshot), ctx: ctx}
+	w := &watcher{t: t, client: client, snaps: make(chan *snapshot.Cluster), ctx: ctx}
 	done := make(chan error, 1)
 	opts.BGPConfig = bgpConfigName
 	opts.Logger = slog.New(slog.DiscardHandler)
 	go func() {
-		done <- Watch(ctx, opts, func(s *Snapshot) {
+		done <- Watch(ctx, opts, func(s *snapshot.Cluster) {
 			w.mu.Lock()
 			w.published++
 			w.mu.Unlock()
@@ -144,11 +146,11 @@ func startWatchOpts(t *testing.T, opts WatchOptions) *watcher {
 // waitFor returns the first published snapshot for which ok returns true.
 // Intermediate states may be coalesced away, so predicates must describe the
 // final state wanted, not a step towards it.
-func (w *watcher) waitFor(what string, ok func(*Snapshot) bool) *Snapshot {
+func (w *watcher) waitFor(what string, ok func(*snapshot.Cluster) bool) *snapshot.Cluster {
 	w.t.Helper()
 	deadline := time.NewTimer(waitTimeout)
 	defer deadline.Stop()
-	var last *Snapshot
+	var last *snapshot.Cluster
 	for {
 		select {
 		case s := <-w.snaps:
@@ -163,7 +165,7 @@ func (w *watcher) waitFor(what string, ok func(*Snapshot) bool) *Snapshot {
 	}
 }
 
-func dump(s *Snapshot) string {
+func dump(s *snapshot.Cluster) string {
 	if s == nil {
 		return "none"
 	}
@@ -219,7 +221,7 @@ func (w *watcher) deleteCM(nn types.NamespacedName) {
 	}
 }
 
-func nodeNames(s *Snapshot) []string {
+func nodeNames(s *snapshot.Cluster) []string {
 	var names []string
 	for _, n := range s.Nodes {
 		names = append(names, n.Name)
@@ -227,7 +229,7 @@ func nodeNames(s *Snapshot) []string {
 	return names
 }
 
-func findNode(s *Snapshot, name string) *Node {
+func findNode(s *snapshot.Cluster, name string) *snapshot.Node {
 	for i := range s.Nodes {
 		if s.Nodes[i].Name == name {
 			return &s.Nodes[i]
@@ -261,10 +263,10 @@ func TestWatchInitialNodes(t *testing.T) {
 	}
 	w := startWatch(t, "node-b", nodeC.obj(), nodeB.obj(), nodeA.obj())
 
-	s := w.waitFor("three nodes", func(s *Snapshot) bool { return len(s.Nodes) == 3 })
-	want := &Snapshot{
+	s := w.waitFor("three nodes", func(s *snapshot.Cluster) bool { return len(s.Nodes) == 3 })
+	want := &snapshot.Cluster{Synced: true,
 		NodeName: "node-b",
-		Nodes: []Node{
+		Nodes: []snapshot.Node{
 			{
 				Name:        "node-a",
 				InternalIPs: []netip.Addr{netip.MustParseAddr("10.0.0.1")},
@@ -282,7 +284,7 @@ func TestWatchInitialNodes(t *testing.T) {
 				PodCIDRs:    []netip.Prefix{netip.MustParsePrefix("10.244.2.0/24")},
 			},
 		},
-		BGP: BGPConfig{Source: "kube-system/bgp-config"},
+		BGP: snapshot.BGPConfig{Source: "kube-system/bgp-config"},
 	}
 	// Self is checked separately: it must point into Nodes.
 	if diff := cmp.Diff(want, s, addrCmp, cmp.FilterPath(func(p cmp.Path) bool {
@@ -312,11 +314,11 @@ func TestWatchNodeChanges(t *testing.T) {
 		nodeSpec{name: "node-b", rv: "1", labels: map[string]string{"bgp": "off"}, addrs: []corev1.NodeAddress{internal("10.0.0.2")}}.obj(),
 		nodeSpec{name: "node-c", rv: "2"}.obj(),
 	)
-	w.waitFor("the initial nodes", func(s *Snapshot) bool { return len(s.Nodes) == 2 })
+	w.waitFor("the initial nodes", func(s *snapshot.Cluster) bool { return len(s.Nodes) == 2 })
 
 	// A node added later sorts into place.
 	w.createNode(nodeSpec{name: "node-a", rv: "3", addrs: []corev1.NodeAddress{internal("10.0.0.1")}})
-	s := w.waitFor("node-a added", func(s *Snapshot) bool { return len(s.Nodes) == 3 })
+	s := w.waitFor("node-a added", func(s *snapshot.Cluster) bool { return len(s.Nodes) == 3 })
 	if diff := cmp.Diff([]string{"node-a", "node-b", "node-c"}, nodeNames(s)); diff != "" {
 		t.Errorf("node order (-want +got):\n%s", diff)
 	}
@@ -327,7 +329,7 @@ func TestWatchNodeChanges(t *testing.T) {
 	// A label change on this node shows up in Self and in Nodes.
 	w.updateNode(nodeSpec{name: "node-b", rv: "4", labels: map[string]string{"bgp": "on", "rack": "r1"}, addrs: []corev1.NodeAddress{internal("10.0.0.2")}})
 	wantLabels := map[string]string{"bgp": "on", "rack": "r1"}
-	s = w.waitFor("node-b relabelled", func(s *Snapshot) bool {
+	s = w.waitFor("node-b relabelled", func(s *snapshot.Cluster) bool {
 		n := findNode(s, "node-b")
 		return n != nil && cmp.Equal(n.Labels, wantLabels)
 	})
@@ -340,7 +342,7 @@ func TestWatchNodeChanges(t *testing.T) {
 
 	// An address change on another node.
 	w.updateNode(nodeSpec{name: "node-c", rv: "5", addrs: []corev1.NodeAddress{internal("10.0.0.3"), internal("fd00::3")}})
-	s = w.waitFor("node-c addresses", func(s *Snapshot) bool {
+	s = w.waitFor("node-c addresses", func(s *snapshot.Cluster) bool {
 		n := findNode(s, "node-c")
 		return n != nil && len(n.InternalIPs) == 2
 	})
@@ -350,12 +352,12 @@ func TestWatchNodeChanges(t *testing.T) {
 
 	// Deleting a node removes it; deleting this node clears Self.
 	w.deleteNode("node-c")
-	s = w.waitFor("node-c deleted", func(s *Snapshot) bool { return findNode(s, "node-c") == nil })
+	s = w.waitFor("node-c deleted", func(s *snapshot.Cluster) bool { return findNode(s, "node-c") == nil })
 	if diff := cmp.Diff([]string{"node-a", "node-b"}, nodeNames(s)); diff != "" {
 		t.Errorf("nodes after deleting node-c (-want +got):\n%s", diff)
 	}
 	w.deleteNode("node-b")
-	s = w.waitFor("node-b deleted", func(s *Snapshot) bool { return findNode(s, "node-b") == nil })
+	s = w.waitFor("node-b deleted", func(s *snapshot.Cluster) bool { return findNode(s, "node-b") == nil })
 	if s.Self != nil {
 		t.Errorf("Self = %+v after deleting node-b, want nil", s.Self)
 	}
@@ -366,7 +368,7 @@ func TestWatchNodeChanges(t *testing.T) {
 
 func TestWatchSelfAppearsLater(t *testing.T) {
 	w := startWatch(t, "late", nodeSpec{name: "early", rv: "1"}.obj())
-	s := w.waitFor("the first snapshot", func(s *Snapshot) bool { return len(s.Nodes) == 1 })
+	s := w.waitFor("the first snapshot", func(s *snapshot.Cluster) bool { return len(s.Nodes) == 1 })
 	if s.Self != nil {
 		t.Errorf("Self = %+v before the node exists, want nil", s.Self)
 	}
@@ -374,7 +376,7 @@ func TestWatchSelfAppearsLater(t *testing.T) {
 		t.Errorf("NodeName = %q, want late", s.NodeName)
 	}
 	w.createNode(nodeSpec{name: "late", rv: "2", podCIDRs: []string{"10.244.7.0/24"}})
-	s = w.waitFor("Self set", func(s *Snapshot) bool { return s.Self != nil })
+	s = w.waitFor("Self set", func(s *snapshot.Cluster) bool { return s.Self != nil })
 	if s.Self.Name != "late" || len(s.Self.PodCIDRs) != 1 || s.Self.PodCIDRs[0] != netip.MustParsePrefix("10.244.7.0/24") {
 		t.Errorf("Self = %+v, want late with pod CIDR 10.244.7.0/24", s.Self)
 	}
@@ -382,15 +384,15 @@ func TestWatchSelfAppearsLater(t *testing.T) {
 
 func TestWatchNoObjects(t *testing.T) {
 	w := startWatch(t, "node-a")
-	s := w.waitFor("the first snapshot", func(*Snapshot) bool { return true })
-	want := &Snapshot{NodeName: "node-a", BGP: BGPConfig{Source: "kube-system/bgp-config"}}
+	s := w.waitFor("the first snapshot", func(*snapshot.Cluster) bool { return true })
+	want := &snapshot.Cluster{Synced: true, NodeName: "node-a", BGP: snapshot.BGPConfig{Source: "kube-system/bgp-config"}}
 	if diff := cmp.Diff(want, s, addrCmp); diff != "" {
 		t.Errorf("snapshot of an empty cluster (-want +got):\n%s", diff)
 	}
 }
 
 // firstPeer returns the address of the first peer of the config in force.
-func firstPeer(s *Snapshot) string {
+func firstPeer(s *snapshot.Cluster) string {
 	if s.BGP.Config == nil || len(s.BGP.Config.Peers) == 0 {
 		return ""
 	}
@@ -401,14 +403,14 @@ func TestWatchBGPConfigLifecycle(t *testing.T) {
 	w := startWatch(t, "node-a", nodeSpec{name: "node-a", rv: "1"}.obj())
 
 	// No ConfigMap.
-	s := w.waitFor("the first snapshot", func(*Snapshot) bool { return true })
-	if diff := cmp.Diff(BGPConfig{Source: "kube-system/bgp-config"}, s.BGP); diff != "" {
+	s := w.waitFor("the first snapshot", func(*snapshot.Cluster) bool { return true })
+	if diff := cmp.Diff(snapshot.BGPConfig{Source: "kube-system/bgp-config"}, s.BGP); diff != "" {
 		t.Errorf("BGP without the ConfigMap (-want +got):\n%s", diff)
 	}
 
 	// A valid config.
 	w.createCM(bgpConfigMap("100", validConfig))
-	s = w.waitFor("config rv 100 applied", func(s *Snapshot) bool { return s.BGP.AppliedVersion == "100" })
+	s = w.waitFor("config rv 100 applied", func(s *snapshot.Cluster) bool { return s.BGP.AppliedVersion == "100" })
 	if !s.BGP.Present || s.BGP.Err != nil || s.BGP.ErrVersion != "" || s.BGP.Source != "kube-system/bgp-config" {
 		t.Errorf("BGP = %+v, want present, no error", s.BGP)
 	}
@@ -423,7 +425,7 @@ func TestWatchBGPConfigLifecycle(t *testing.T) {
 
 	// An invalid update keeps the last good config in force.
 	w.updateCM(bgpConfigMap("101", badConfig))
-	s = w.waitFor("error for rv 101", func(s *Snapshot) bool { return s.BGP.ErrVersion == "101" })
+	s = w.waitFor("error for rv 101", func(s *snapshot.Cluster) bool { return s.BGP.ErrVersion == "101" })
 	if s.BGP.Err == nil {
 		t.Fatal("Err = nil, want the parse error")
 	}
@@ -445,14 +447,14 @@ func TestWatchBGPConfigLifecycle(t *testing.T) {
 
 	// A node change republishes without reparsing or dropping the error.
 	w.updateNode(nodeSpec{name: "node-a", rv: "2", labels: map[string]string{"x": "y"}})
-	s = w.waitFor("node-a relabelled", func(s *Snapshot) bool { return s.Self != nil && s.Self.Labels["x"] == "y" })
+	s = w.waitFor("node-a relabelled", func(s *snapshot.Cluster) bool { return s.Self != nil && s.Self.Labels["x"] == "y" })
 	if s.BGP.ErrVersion != "101" || s.BGP.Err == nil || s.BGP.AppliedVersion != "100" || s.BGP.Config != good {
 		t.Errorf("BGP after an unrelated node change = %+v, want the same error and config", s.BGP)
 	}
 
 	// A later valid update clears the error.
 	w.updateCM(bgpConfigMap("102", otherConfig))
-	s = w.waitFor("config rv 102 applied", func(s *Snapshot) bool { return s.BGP.AppliedVersion == "102" })
+	s = w.waitFor("config rv 102 applied", func(s *snapshot.Cluster) bool { return s.BGP.AppliedVersion == "102" })
 	if s.BGP.Err != nil || s.BGP.ErrVersion != "" {
 		t.Errorf("Err = %v, ErrVersion = %q after a good update, want both cleared", s.BGP.Err, s.BGP.ErrVersion)
 	}
@@ -463,7 +465,7 @@ func TestWatchBGPConfigLifecycle(t *testing.T) {
 
 	// The key config.yaml missing.
 	w.updateCM(configMap(bgpConfigName, "103", map[string]string{"config.yml": validConfig}))
-	s = w.waitFor("error for rv 103", func(s *Snapshot) bool { return s.BGP.ErrVersion == "103" })
+	s = w.waitFor("error for rv 103", func(s *snapshot.Cluster) bool { return s.BGP.ErrVersion == "103" })
 	if s.BGP.Err == nil || !strings.Contains(s.BGP.Err.Error(), `"config.yaml"`) || !strings.Contains(s.BGP.Err.Error(), "kube-system/bgp-config") {
 		t.Errorf("Err = %v, want it to name the ConfigMap and the key \"config.yaml\"", s.BGP.Err)
 	}
@@ -473,21 +475,21 @@ func TestWatchBGPConfigLifecycle(t *testing.T) {
 
 	// Deleting the ConfigMap drops everything.
 	w.deleteCM(bgpConfigName)
-	s = w.waitFor("config deleted", func(s *Snapshot) bool { return !s.BGP.Present })
-	if diff := cmp.Diff(BGPConfig{Source: "kube-system/bgp-config"}, s.BGP); diff != "" {
+	s = w.waitFor("config deleted", func(s *snapshot.Cluster) bool { return !s.BGP.Present })
+	if diff := cmp.Diff(snapshot.BGPConfig{Source: "kube-system/bgp-config"}, s.BGP); diff != "" {
 		t.Errorf("BGP after delete (-want +got):\n%s", diff)
 	}
 
 	// Recreated with bad content: present, nothing in force, error.
 	w.createCM(bgpConfigMap("104", badConfig))
-	s = w.waitFor("error for rv 104", func(s *Snapshot) bool { return s.BGP.ErrVersion == "104" })
+	s = w.waitFor("error for rv 104", func(s *snapshot.Cluster) bool { return s.BGP.ErrVersion == "104" })
 	if !s.BGP.Present || s.BGP.Config != nil || s.BGP.AppliedVersion != "" || s.BGP.Err == nil {
 		t.Errorf("BGP = %+v, want present with no config in force and an error", s.BGP)
 	}
 
 	// And fixed.
 	w.updateCM(bgpConfigMap("105", validConfig))
-	s = w.waitFor("config rv 105 applied", func(s *Snapshot) bool { return s.BGP.AppliedVersion == "105" })
+	s = w.waitFor("config rv 105 applied", func(s *snapshot.Cluster) bool { return s.BGP.AppliedVersion == "105" })
 	if s.BGP.Err != nil || s.BGP.ErrVersion != "" || firstPeer(s) != "10.0.0.1" {
 		t.Errorf("BGP = %+v (first peer %q), want rv 105 with peer 10.0.0.1 and no error", s.BGP, firstPeer(s))
 	}
@@ -495,7 +497,7 @@ func TestWatchBGPConfigLifecycle(t *testing.T) {
 
 func TestWatchBGPConfigPresentAtStart(t *testing.T) {
 	w := startWatch(t, "node-a", bgpConfigMap("7", validConfig))
-	s := w.waitFor("the first snapshot", func(*Snapshot) bool { return true })
+	s := w.waitFor("the first snapshot", func(*snapshot.Cluster) bool { return true })
 	if !s.BGP.Present || s.BGP.AppliedVersion != "7" || s.BGP.Err != nil || firstPeer(s) != "10.0.0.1" {
 		t.Errorf("first snapshot BGP = %+v, want rv 7 in force", s.BGP)
 	}
@@ -506,7 +508,7 @@ func TestWatchBGPConfigPresentAtStart(t *testing.T) {
 
 func TestWatchBGPConfigInvalidAtStart(t *testing.T) {
 	w := startWatch(t, "node-a", bgpConfigMap("7", "peers: [\n"))
-	s := w.waitFor("the first snapshot", func(*Snapshot) bool { return true })
+	s := w.waitFor("the first snapshot", func(*snapshot.Cluster) bool { return true })
 	if !s.BGP.Present || s.BGP.Config != nil || s.BGP.AppliedVersion != "" || s.BGP.ErrVersion != "7" || s.BGP.Err == nil {
 		t.Errorf("first snapshot BGP = %+v, want present, no config, error for rv 7", s.BGP)
 	}
@@ -518,9 +520,9 @@ func TestWatchRecordsEventForRejectedConfig(t *testing.T) {
 	rec := events.NewFakeRecorder(10)
 	good := "peers:\n- peer-address: 10.0.0.1\n  peer-asn: 64512\n  my-asn: 64513\n"
 	w := startWatchWith(t, fake.NewSimpleClientset(bgpConfigMap("5", good)), "node-a", rec)
-	w.waitFor("the good config", func(s *Snapshot) bool { return s.BGP.AppliedVersion == "5" })
+	w.waitFor("the good config", func(s *snapshot.Cluster) bool { return s.BGP.AppliedVersion == "5" })
 	w.updateCM(bgpConfigMap("6", "peers:\n- peer-address: 10.0.0.300\n  peer-asn: 64512\n  my-asn: 64513\n"))
-	w.waitFor("the rejection", func(s *Snapshot) bool { return s.BGP.ErrVersion == "6" })
+	w.waitFor("the rejection", func(s *snapshot.Cluster) bool { return s.BGP.ErrVersion == "6" })
 	select {
 	case e := <-rec.Events:
 		for _, want := range []string{"Warning", "InvalidConfig", "node-a", "resourceVersion 6", "resourceVersion 5 stays in force", `peers[0].peer-address`, `"10.0.0.300"`} {
@@ -533,7 +535,7 @@ func TestWatchRecordsEventForRejectedConfig(t *testing.T) {
 	}
 	// A node change re-plans but does not re-report the same rejection.
 	w.createNode(nodeSpec{name: "node-b"})
-	w.waitFor("node-b", func(s *Snapshot) bool { return findNode(s, "node-b") != nil })
+	w.waitFor("node-b", func(s *snapshot.Cluster) bool { return findNode(s, "node-b") != nil })
 	select {
 	case e := <-rec.Events:
 		t.Errorf("second event for the same rejected version: %q", e)
@@ -545,34 +547,39 @@ func TestWatchRecordsEventForRejectedConfig(t *testing.T) {
 // the bgp-config one.
 func TestWatchIgnoresOtherConfigMaps(t *testing.T) {
 	w := startWatch(t, "node-a")
-	w.waitFor("the first snapshot", func(*Snapshot) bool { return true })
+	w.waitFor("the first snapshot", func(*snapshot.Cluster) bool { return true })
 
 	w.createCM(configMap(types.NamespacedName{Namespace: "default", Name: "bgp-config"}, "200", map[string]string{BGPConfigKey: otherConfig}))
 	w.createCM(configMap(types.NamespacedName{Namespace: "kube-system", Name: "other"}, "201", map[string]string{BGPConfigKey: badConfig}))
 	// Same namespace, so the same watch stream: by the time this one shows
 	// up, the one above has been seen too.
 	w.createCM(bgpConfigMap("202", validConfig))
-	s := w.waitFor("config rv 202 applied", func(s *Snapshot) bool { return s.BGP.AppliedVersion == "202" })
+	s := w.waitFor("config rv 202 applied", func(s *snapshot.Cluster) bool { return s.BGP.AppliedVersion == "202" })
 	if s.BGP.Err != nil || firstPeer(s) != "10.0.0.1" {
 		t.Errorf("BGP = %+v (first peer %q), want only kube-system/bgp-config used", s.BGP, firstPeer(s))
 	}
 
 	w.deleteCM(bgpConfigName)
-	s = w.waitFor("config deleted", func(s *Snapshot) bool { return !s.BGP.Present })
+	s = w.waitFor("config deleted", func(s *snapshot.Cluster) bool { return !s.BGP.Present })
 	if s.BGP.Config != nil || s.BGP.Err != nil {
 		t.Errorf("BGP = %+v, want nothing although other ConfigMaps exist", s.BGP)
 	}
 }
 
-// A burst of changes ends in a snapshot of the final state.
+// A burst of changes ends in a snapshot of the final state, and changes
+// made while a snapshot is being consumed coalesce into one more snapshot,
+// not one per change.
 func TestWatchBurstEndsInLatestState(t *testing.T) {
 	w := startWatch(t, "node-00")
-	w.waitFor("the first snapshot", func(*Snapshot) bool { return true })
+	w.waitFor("the first snapshot", func(*snapshot.Cluster) bool { return true })
 	const n = 40
+	// Nobody reads w.snaps meanwhile, so Watch is stuck in publish with
+	// the snapshot of the first change, as behind a slow consumer.
 	for i := range n {
 		w.createNode(nodeSpec{name: fmt.Sprintf("node-%02d", i), rv: fmt.Sprint(10 + i)})
 	}
-	s := w.waitFor("all nodes", func(s *Snapshot) bool { return len(s.Nodes) == n })
+	time.Sleep(200 * time.Millisecond) // let the events reach the informer
+	s := w.waitFor("all nodes", func(s *snapshot.Cluster) bool { return len(s.Nodes) == n })
 	for i, name := range nodeNames(s) {
 		if want := fmt.Sprintf("node-%02d", i); name != want {
 			t.Errorf("Nodes[%d] = %s, want %s", i, name, want)
@@ -585,6 +592,10 @@ func TestWatchBurstEndsInLatestState(t *testing.T) {
 	published := w.published
 	w.mu.Unlock()
 	t.Logf("%d node creations gave %d snapshots", n, published)
+	// Without coalescing every creation would publish once: n+1 in all.
+	if published > n/4 {
+		t.Errorf("%d node creations behind a busy consumer gave %d snapshots, want them coalesced into a few", n, published)
+	}
 }
 
 // When the caches never sync, Watch gives up with ctx and publishes nothing.
@@ -600,7 +611,7 @@ func TestWatchCacheNeverSyncs(t *testing.T) {
 	published := 0
 	go func() {
 		done <- Watch(ctx, WatchOptions{Client: client, NodeName: "n", BGPConfig: bgpConfigName, Logger: slog.New(slog.DiscardHandler)},
-			func(*Snapshot) { mu.Lock(); published++; mu.Unlock() })
+			func(*snapshot.Cluster) { mu.Lock(); published++; mu.Unlock() })
 	}()
 	select {
 	case err := <-done:
@@ -627,13 +638,13 @@ func TestNodeFrom(t *testing.T) {
 	tests := []struct {
 		desc     string
 		node     nodeSpec
-		want     Node
+		want     snapshot.Node
 		wantWarn []string
 	}{
 		{
 			desc: "empty",
 			node: nodeSpec{name: "n"},
-			want: Node{Name: "n"},
+			want: snapshot.Node{Name: "n"},
 		},
 		{
 			desc: "internal IPs in order, others ignored",
@@ -646,41 +657,41 @@ func TestNodeFrom(t *testing.T) {
 				{Type: corev1.NodeExternalDNS, Address: "n.example.com"},
 				internal("10.0.0.2"),
 			}},
-			want: Node{Name: "n", Labels: map[string]string{"a": "b"}, InternalIPs: []netip.Addr{
+			want: snapshot.Node{Name: "n", Labels: map[string]string{"a": "b"}, InternalIPs: []netip.Addr{
 				netip.MustParseAddr("fd00::1"), netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"),
 			}},
 		},
 		{
 			desc:     "bad internal IP skipped",
 			node:     nodeSpec{name: "n", addrs: []corev1.NodeAddress{internal("10.0.0.256"), internal("10.0.0.1")}},
-			want:     Node{Name: "n", InternalIPs: []netip.Addr{netip.MustParseAddr("10.0.0.1")}},
+			want:     snapshot.Node{Name: "n", InternalIPs: []netip.Addr{netip.MustParseAddr("10.0.0.1")}},
 			wantWarn: []string{"ignoring node address", "10.0.0.256"},
 		},
 		{
 			desc: "podCIDRs preferred over podCIDR",
 			node: nodeSpec{name: "n", podCIDR: "10.1.0.0/24", podCIDRs: []string{"10.2.0.0/24", "fd00:2::/64"}},
-			want: Node{Name: "n", PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/24"), netip.MustParsePrefix("fd00:2::/64")}},
+			want: snapshot.Node{Name: "n", PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/24"), netip.MustParsePrefix("fd00:2::/64")}},
 		},
 		{
 			desc: "podCIDR fallback",
 			node: nodeSpec{name: "n", podCIDR: "10.1.0.0/24"},
-			want: Node{Name: "n", PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}},
+			want: snapshot.Node{Name: "n", PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}},
 		},
 		{
 			desc: "host bits masked",
 			node: nodeSpec{name: "n", podCIDRs: []string{"10.2.0.7/24"}},
-			want: Node{Name: "n", PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/24")}},
+			want: snapshot.Node{Name: "n", PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/24")}},
 		},
 		{
 			desc:     "invalid pod CIDR skipped",
 			node:     nodeSpec{name: "n", podCIDRs: []string{"10.2.0.0", "10.3.0.0/24"}},
-			want:     Node{Name: "n", PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.3.0.0/24")}},
+			want:     snapshot.Node{Name: "n", PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.3.0.0/24")}},
 			wantWarn: []string{"ignoring pod CIDR", "10.2.0.0"},
 		},
 		{
 			desc:     "invalid singular podCIDR skipped",
 			node:     nodeSpec{name: "n", podCIDR: "garbage"},
-			want:     Node{Name: "n"},
+			want:     snapshot.Node{Name: "n"},
 			wantWarn: []string{"ignoring pod CIDR", "garbage"},
 		},
 	}
@@ -730,12 +741,12 @@ func TestWatchLastGoodSurvivesRestart(t *testing.T) {
 
 	first := fake.NewSimpleClientset(bgpConfigMap("5", good))
 	w := startWatchOpts(t, WatchOptions{Client: first, NodeName: "node-a", StateDir: dir})
-	w.waitFor("the good config", func(s *Snapshot) bool { return s.BGP.AppliedVersion == "5" })
+	w.waitFor("the good config", func(s *snapshot.Cluster) bool { return s.BGP.AppliedVersion == "5" })
 
 	// "Restart": a new watch, the ConfigMap now rejected.
 	second := fake.NewSimpleClientset(bgpConfigMap("6", bad))
 	w2 := startWatchOpts(t, WatchOptions{Client: second, NodeName: "node-a", StateDir: dir})
-	s := w2.waitFor("the rejection", func(s *Snapshot) bool { return s.BGP.ErrVersion == "6" })
+	s := w2.waitFor("the rejection", func(s *snapshot.Cluster) bool { return s.BGP.ErrVersion == "6" })
 	if s.BGP.Config == nil || s.BGP.AppliedVersion != "5" || firstPeer(s) != "10.0.0.1" {
 		t.Errorf("after restart with a rejected config: %+v, want the saved resourceVersion 5 in force", s.BGP)
 	}
@@ -743,12 +754,12 @@ func TestWatchLastGoodSurvivesRestart(t *testing.T) {
 	// Without a state dir, nothing is remembered.
 	third := fake.NewSimpleClientset(bgpConfigMap("6", bad))
 	w3 := startWatchOpts(t, WatchOptions{Client: third, NodeName: "node-a"})
-	if s := w3.waitFor("the rejection", func(s *Snapshot) bool { return s.BGP.ErrVersion == "6" }); s.BGP.Config != nil {
+	if s := w3.waitFor("the rejection", func(s *snapshot.Cluster) bool { return s.BGP.ErrVersion == "6" }); s.BGP.Config != nil {
 		t.Errorf("no state dir, yet a config is in force: %+v", s.BGP)
 	}
 
 	w2.deleteCM(bgpConfigName)
-	w2.waitFor("the deletion", func(s *Snapshot) bool { return !s.BGP.Present })
+	w2.waitFor("the deletion", func(s *snapshot.Cluster) bool { return !s.BGP.Present })
 	if _, err := os.Stat(filepath.Join(dir, lastGoodFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("saved config still there after the ConfigMap was deleted: %v", err)
 	}

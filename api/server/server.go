@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -51,16 +52,26 @@ func Listen(path string) (net.Listener, error) {
 	return l, nil
 }
 
-// Serve serves impl on l until ctx ends, then stops gracefully.
-func Serve(ctx context.Context, l net.Listener, impl apiv1.AgentServer) error {
+// Serve serves impl on l until ctx ends, then stops gracefully, waiting at
+// most grace for calls in flight: a routectl call that hangs (a stuck
+// reader on the socket, a slow RIB walk) must not keep the agent from
+// sending its Cease notifications and exiting.
+func Serve(ctx context.Context, l net.Listener, impl apiv1.AgentServer, grace time.Duration) error {
 	s := grpc.NewServer()
 	apiv1.RegisterAgentServer(s, impl)
 	done := make(chan struct{})
 	go func() {
 		select {
 		case <-ctx.Done():
-			s.GracefulStop()
 		case <-done:
+			return
+		}
+		stopped := make(chan struct{})
+		go func() { s.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(grace):
+			s.Stop()
 		}
 	}()
 	err := s.Serve(l)

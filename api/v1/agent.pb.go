@@ -68,7 +68,7 @@ func (x ListBGPRoutesRequest_Direction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ListBGPRoutesRequest_Direction.Descriptor instead.
 func (ListBGPRoutesRequest_Direction) EnumDescriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6, 0}
+	return file_agent_proto_rawDescGZIP(), []int{7, 0}
 }
 
 type StatusRequest struct {
@@ -116,17 +116,17 @@ type StatusResponse struct {
 	// Whether this node's Node object has been seen yet.
 	NodeKnown bool          `protobuf:"varint,4,opt,name=node_known,json=nodeKnown,proto3" json:"node_known,omitempty"`
 	BgpConfig *ConfigStatus `protobuf:"bytes,5,opt,name=bgp_config,json=bgpConfig,proto3" json:"bgp_config,omitempty"`
-	// Problems the last plan found that did not stop it (for example two
-	// selected peers with different router-ids).
-	Warnings []string `protobuf:"bytes,6,rep,name=warnings,proto3" json:"warnings,omitempty"`
-	// The last error applying the plan to the BGP speaker, empty when it succeeded.
-	BgpApplyError string `protobuf:"bytes,7,opt,name=bgp_apply_error,json=bgpApplyError,proto3" json:"bgp_apply_error,omitempty"`
 	// The running speaker's ASN and router-id; 0 and empty when BGP is off
 	// (no peer selects this node).
-	BgpAsn        uint32 `protobuf:"varint,8,opt,name=bgp_asn,json=bgpAsn,proto3" json:"bgp_asn,omitempty"`
-	BgpRouterId   string `protobuf:"bytes,9,opt,name=bgp_router_id,json=bgpRouterId,proto3" json:"bgp_router_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	BgpAsn      uint32 `protobuf:"varint,8,opt,name=bgp_asn,json=bgpAsn,proto3" json:"bgp_asn,omitempty"`
+	BgpRouterId string `protobuf:"bytes,9,opt,name=bgp_router_id,json=bgpRouterId,proto3" json:"bgp_router_id,omitempty"`
+	// Every part of the agent (bgp, routing, ...) in the order they run.
+	Parts []*PartStatus `protobuf:"bytes,10,rep,name=parts,proto3" json:"parts,omitempty"`
+	// Whether the readiness probe passes, and if not, why.
+	Ready           bool     `protobuf:"varint,11,opt,name=ready,proto3" json:"ready,omitempty"`
+	NotReadyReasons []string `protobuf:"bytes,12,rep,name=not_ready_reasons,json=notReadyReasons,proto3" json:"not_ready_reasons,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -194,20 +194,6 @@ func (x *StatusResponse) GetBgpConfig() *ConfigStatus {
 	return nil
 }
 
-func (x *StatusResponse) GetWarnings() []string {
-	if x != nil {
-		return x.Warnings
-	}
-	return nil
-}
-
-func (x *StatusResponse) GetBgpApplyError() string {
-	if x != nil {
-		return x.BgpApplyError
-	}
-	return ""
-}
-
 func (x *StatusResponse) GetBgpAsn() uint32 {
 	if x != nil {
 		return x.BgpAsn
@@ -220,6 +206,159 @@ func (x *StatusResponse) GetBgpRouterId() string {
 		return x.BgpRouterId
 	}
 	return ""
+}
+
+func (x *StatusResponse) GetParts() []*PartStatus {
+	if x != nil {
+		return x.Parts
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetReady() bool {
+	if x != nil {
+		return x.Ready
+	}
+	return false
+}
+
+func (x *StatusResponse) GetNotReadyReasons() []string {
+	if x != nil {
+		return x.NotReadyReasons
+	}
+	return nil
+}
+
+// PartStatus is one part of the agent: a plan and the reconciler applying it.
+type PartStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "pending" (not reconciled yet), "ok" or "failing"
+	State    string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	Runs     uint64 `protobuf:"varint,3,opt,name=runs,proto3" json:"runs,omitempty"`
+	Failures uint64 `protobuf:"varint,4,opt,name=failures,proto3" json:"failures,omitempty"`
+	// Times are Unix milliseconds, 0 for never. When the last reconcile
+	// ended, and the last successful one; how long the last one took.
+	LastRunUnixMs     int64 `protobuf:"varint,5,opt,name=last_run_unix_ms,json=lastRunUnixMs,proto3" json:"last_run_unix_ms,omitempty"`
+	LastSuccessUnixMs int64 `protobuf:"varint,6,opt,name=last_success_unix_ms,json=lastSuccessUnixMs,proto3" json:"last_success_unix_ms,omitempty"`
+	LastDurationMs    int64 `protobuf:"varint,7,opt,name=last_duration_ms,json=lastDurationMs,proto3" json:"last_duration_ms,omitempty"`
+	// The error of the last reconcile; empty when it succeeded.
+	LastError string `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// When the current run of failures began, and when the next retry is due.
+	FailingSinceUnixMs int64 `protobuf:"varint,9,opt,name=failing_since_unix_ms,json=failingSinceUnixMs,proto3" json:"failing_since_unix_ms,omitempty"`
+	NextRetryUnixMs    int64 `protobuf:"varint,10,opt,name=next_retry_unix_ms,json=nextRetryUnixMs,proto3" json:"next_retry_unix_ms,omitempty"`
+	// Problems the last plan found that did not stop it (for example two
+	// selected peers with different router-ids).
+	Warnings      []string `protobuf:"bytes,11,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartStatus) Reset() {
+	*x = PartStatus{}
+	mi := &file_agent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartStatus) ProtoMessage() {}
+
+func (x *PartStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartStatus.ProtoReflect.Descriptor instead.
+func (*PartStatus) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PartStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PartStatus) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *PartStatus) GetRuns() uint64 {
+	if x != nil {
+		return x.Runs
+	}
+	return 0
+}
+
+func (x *PartStatus) GetFailures() uint64 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *PartStatus) GetLastRunUnixMs() int64 {
+	if x != nil {
+		return x.LastRunUnixMs
+	}
+	return 0
+}
+
+func (x *PartStatus) GetLastSuccessUnixMs() int64 {
+	if x != nil {
+		return x.LastSuccessUnixMs
+	}
+	return 0
+}
+
+func (x *PartStatus) GetLastDurationMs() int64 {
+	if x != nil {
+		return x.LastDurationMs
+	}
+	return 0
+}
+
+func (x *PartStatus) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *PartStatus) GetFailingSinceUnixMs() int64 {
+	if x != nil {
+		return x.FailingSinceUnixMs
+	}
+	return 0
+}
+
+func (x *PartStatus) GetNextRetryUnixMs() int64 {
+	if x != nil {
+		return x.NextRetryUnixMs
+	}
+	return 0
+}
+
+func (x *PartStatus) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
 }
 
 type ConfigStatus struct {
@@ -241,7 +380,7 @@ type ConfigStatus struct {
 
 func (x *ConfigStatus) Reset() {
 	*x = ConfigStatus{}
-	mi := &file_agent_proto_msgTypes[2]
+	mi := &file_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -253,7 +392,7 @@ func (x *ConfigStatus) String() string {
 func (*ConfigStatus) ProtoMessage() {}
 
 func (x *ConfigStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[2]
+	mi := &file_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -266,7 +405,7 @@ func (x *ConfigStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigStatus.ProtoReflect.Descriptor instead.
 func (*ConfigStatus) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{2}
+	return file_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ConfigStatus) GetSource() string {
@@ -312,7 +451,7 @@ type ListBGPPeersRequest struct {
 
 func (x *ListBGPPeersRequest) Reset() {
 	*x = ListBGPPeersRequest{}
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -324,7 +463,7 @@ func (x *ListBGPPeersRequest) String() string {
 func (*ListBGPPeersRequest) ProtoMessage() {}
 
 func (x *ListBGPPeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -337,7 +476,7 @@ func (x *ListBGPPeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBGPPeersRequest.ProtoReflect.Descriptor instead.
 func (*ListBGPPeersRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{3}
+	return file_agent_proto_rawDescGZIP(), []int{4}
 }
 
 type ListBGPPeersResponse struct {
@@ -349,7 +488,7 @@ type ListBGPPeersResponse struct {
 
 func (x *ListBGPPeersResponse) Reset() {
 	*x = ListBGPPeersResponse{}
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -361,7 +500,7 @@ func (x *ListBGPPeersResponse) String() string {
 func (*ListBGPPeersResponse) ProtoMessage() {}
 
 func (x *ListBGPPeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -374,7 +513,7 @@ func (x *ListBGPPeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBGPPeersResponse.ProtoReflect.Descriptor instead.
 func (*ListBGPPeersResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{4}
+	return file_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListBGPPeersResponse) GetPeers() []*BGPPeerFamily {
@@ -404,7 +543,7 @@ type BGPPeerFamily struct {
 
 func (x *BGPPeerFamily) Reset() {
 	*x = BGPPeerFamily{}
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -416,7 +555,7 @@ func (x *BGPPeerFamily) String() string {
 func (*BGPPeerFamily) ProtoMessage() {}
 
 func (x *BGPPeerFamily) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -429,7 +568,7 @@ func (x *BGPPeerFamily) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BGPPeerFamily.ProtoReflect.Descriptor instead.
 func (*BGPPeerFamily) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BGPPeerFamily) GetLocalAs() uint32 {
@@ -506,7 +645,7 @@ type ListBGPRoutesRequest struct {
 
 func (x *ListBGPRoutesRequest) Reset() {
 	*x = ListBGPRoutesRequest{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -518,7 +657,7 @@ func (x *ListBGPRoutesRequest) String() string {
 func (*ListBGPRoutesRequest) ProtoMessage() {}
 
 func (x *ListBGPRoutesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -531,7 +670,7 @@ func (x *ListBGPRoutesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBGPRoutesRequest.ProtoReflect.Descriptor instead.
 func (*ListBGPRoutesRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListBGPRoutesRequest) GetDirection() ListBGPRoutesRequest_Direction {
@@ -557,7 +696,7 @@ type ListBGPRoutesResponse struct {
 
 func (x *ListBGPRoutesResponse) Reset() {
 	*x = ListBGPRoutesResponse{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +708,7 @@ func (x *ListBGPRoutesResponse) String() string {
 func (*ListBGPRoutesResponse) ProtoMessage() {}
 
 func (x *ListBGPRoutesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +721,7 @@ func (x *ListBGPRoutesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBGPRoutesResponse.ProtoReflect.Descriptor instead.
 func (*ListBGPRoutesResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListBGPRoutesResponse) GetRoutes() []*BGPRoute {
@@ -605,7 +744,7 @@ type BGPRoute struct {
 
 func (x *BGPRoute) Reset() {
 	*x = BGPRoute{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -617,7 +756,7 @@ func (x *BGPRoute) String() string {
 func (*BGPRoute) ProtoMessage() {}
 
 func (x *BGPRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -630,7 +769,7 @@ func (x *BGPRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BGPRoute.ProtoReflect.Descriptor instead.
 func (*BGPRoute) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BGPRoute) GetPeerAddress() string {
@@ -673,7 +812,7 @@ var File_agent_proto protoreflect.FileDescriptor
 const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"\vagent.proto\x12\rrouteagent.v1\"\x0f\n" +
-	"\rStatusRequest\"\xc1\x02\n" +
+	"\rStatusRequest\"\xfc\x02\n" +
 	"\x0eStatusResponse\x12\x1b\n" +
 	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12\x19\n" +
 	"\bnode_ips\x18\x02 \x03(\tR\anodeIps\x12\x1b\n" +
@@ -681,11 +820,28 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"node_known\x18\x04 \x01(\bR\tnodeKnown\x12:\n" +
 	"\n" +
-	"bgp_config\x18\x05 \x01(\v2\x1b.routeagent.v1.ConfigStatusR\tbgpConfig\x12\x1a\n" +
-	"\bwarnings\x18\x06 \x03(\tR\bwarnings\x12&\n" +
-	"\x0fbgp_apply_error\x18\a \x01(\tR\rbgpApplyError\x12\x17\n" +
+	"bgp_config\x18\x05 \x01(\v2\x1b.routeagent.v1.ConfigStatusR\tbgpConfig\x12\x17\n" +
 	"\abgp_asn\x18\b \x01(\rR\x06bgpAsn\x12\"\n" +
-	"\rbgp_router_id\x18\t \x01(\tR\vbgpRouterId\"\xc6\x01\n" +
+	"\rbgp_router_id\x18\t \x01(\tR\vbgpRouterId\x12/\n" +
+	"\x05parts\x18\n" +
+	" \x03(\v2\x19.routeagent.v1.PartStatusR\x05parts\x12\x14\n" +
+	"\x05ready\x18\v \x01(\bR\x05ready\x12*\n" +
+	"\x11not_ready_reasons\x18\f \x03(\tR\x0fnotReadyReasonsJ\x04\b\x06\x10\aJ\x04\b\a\x10\b\"\x85\x03\n" +
+	"\n" +
+	"PartStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x12\n" +
+	"\x04runs\x18\x03 \x01(\x04R\x04runs\x12\x1a\n" +
+	"\bfailures\x18\x04 \x01(\x04R\bfailures\x12'\n" +
+	"\x10last_run_unix_ms\x18\x05 \x01(\x03R\rlastRunUnixMs\x12/\n" +
+	"\x14last_success_unix_ms\x18\x06 \x01(\x03R\x11lastSuccessUnixMs\x12(\n" +
+	"\x10last_duration_ms\x18\a \x01(\x03R\x0elastDurationMs\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\b \x01(\tR\tlastError\x121\n" +
+	"\x15failing_since_unix_ms\x18\t \x01(\x03R\x12failingSinceUnixMs\x12+\n" +
+	"\x12next_retry_unix_ms\x18\n" +
+	" \x01(\x03R\x0fnextRetryUnixMs\x12\x1a\n" +
+	"\bwarnings\x18\v \x03(\tR\bwarnings\"\xc6\x01\n" +
 	"\fConfigStatus\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12\x18\n" +
 	"\apresent\x18\x02 \x01(\bR\apresent\x128\n" +
@@ -740,35 +896,37 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_agent_proto_goTypes = []any{
 	(ListBGPRoutesRequest_Direction)(0), // 0: routeagent.v1.ListBGPRoutesRequest.Direction
 	(*StatusRequest)(nil),               // 1: routeagent.v1.StatusRequest
 	(*StatusResponse)(nil),              // 2: routeagent.v1.StatusResponse
-	(*ConfigStatus)(nil),                // 3: routeagent.v1.ConfigStatus
-	(*ListBGPPeersRequest)(nil),         // 4: routeagent.v1.ListBGPPeersRequest
-	(*ListBGPPeersResponse)(nil),        // 5: routeagent.v1.ListBGPPeersResponse
-	(*BGPPeerFamily)(nil),               // 6: routeagent.v1.BGPPeerFamily
-	(*ListBGPRoutesRequest)(nil),        // 7: routeagent.v1.ListBGPRoutesRequest
-	(*ListBGPRoutesResponse)(nil),       // 8: routeagent.v1.ListBGPRoutesResponse
-	(*BGPRoute)(nil),                    // 9: routeagent.v1.BGPRoute
+	(*PartStatus)(nil),                  // 3: routeagent.v1.PartStatus
+	(*ConfigStatus)(nil),                // 4: routeagent.v1.ConfigStatus
+	(*ListBGPPeersRequest)(nil),         // 5: routeagent.v1.ListBGPPeersRequest
+	(*ListBGPPeersResponse)(nil),        // 6: routeagent.v1.ListBGPPeersResponse
+	(*BGPPeerFamily)(nil),               // 7: routeagent.v1.BGPPeerFamily
+	(*ListBGPRoutesRequest)(nil),        // 8: routeagent.v1.ListBGPRoutesRequest
+	(*ListBGPRoutesResponse)(nil),       // 9: routeagent.v1.ListBGPRoutesResponse
+	(*BGPRoute)(nil),                    // 10: routeagent.v1.BGPRoute
 }
 var file_agent_proto_depIdxs = []int32{
-	3, // 0: routeagent.v1.StatusResponse.bgp_config:type_name -> routeagent.v1.ConfigStatus
-	6, // 1: routeagent.v1.ListBGPPeersResponse.peers:type_name -> routeagent.v1.BGPPeerFamily
-	0, // 2: routeagent.v1.ListBGPRoutesRequest.direction:type_name -> routeagent.v1.ListBGPRoutesRequest.Direction
-	9, // 3: routeagent.v1.ListBGPRoutesResponse.routes:type_name -> routeagent.v1.BGPRoute
-	1, // 4: routeagent.v1.Agent.Status:input_type -> routeagent.v1.StatusRequest
-	4, // 5: routeagent.v1.Agent.ListBGPPeers:input_type -> routeagent.v1.ListBGPPeersRequest
-	7, // 6: routeagent.v1.Agent.ListBGPRoutes:input_type -> routeagent.v1.ListBGPRoutesRequest
-	2, // 7: routeagent.v1.Agent.Status:output_type -> routeagent.v1.StatusResponse
-	5, // 8: routeagent.v1.Agent.ListBGPPeers:output_type -> routeagent.v1.ListBGPPeersResponse
-	8, // 9: routeagent.v1.Agent.ListBGPRoutes:output_type -> routeagent.v1.ListBGPRoutesResponse
-	7, // [7:10] is the sub-list for method output_type
-	4, // [4:7] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	4,  // 0: routeagent.v1.StatusResponse.bgp_config:type_name -> routeagent.v1.ConfigStatus
+	3,  // 1: routeagent.v1.StatusResponse.parts:type_name -> routeagent.v1.PartStatus
+	7,  // 2: routeagent.v1.ListBGPPeersResponse.peers:type_name -> routeagent.v1.BGPPeerFamily
+	0,  // 3: routeagent.v1.ListBGPRoutesRequest.direction:type_name -> routeagent.v1.ListBGPRoutesRequest.Direction
+	10, // 4: routeagent.v1.ListBGPRoutesResponse.routes:type_name -> routeagent.v1.BGPRoute
+	1,  // 5: routeagent.v1.Agent.Status:input_type -> routeagent.v1.StatusRequest
+	5,  // 6: routeagent.v1.Agent.ListBGPPeers:input_type -> routeagent.v1.ListBGPPeersRequest
+	8,  // 7: routeagent.v1.Agent.ListBGPRoutes:input_type -> routeagent.v1.ListBGPRoutesRequest
+	2,  // 8: routeagent.v1.Agent.Status:output_type -> routeagent.v1.StatusResponse
+	6,  // 9: routeagent.v1.Agent.ListBGPPeers:output_type -> routeagent.v1.ListBGPPeersResponse
+	9,  // 10: routeagent.v1.Agent.ListBGPRoutes:output_type -> routeagent.v1.ListBGPRoutesResponse
+	8,  // [8:11] is the sub-list for method output_type
+	5,  // [5:8] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -782,7 +940,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/labels"
+
+	"routeagent.io/route-agent/secret"
 )
 
 // Config is a parsed and validated bgp-config.
@@ -35,7 +37,7 @@ type Peer struct {
 	RouterID      netip.Addr
 	SourceAddress netip.Addr
 	// Password is the TCP MD5 signature key.
-	Password     string
+	Password     secret.Value
 	EBGPMultihop bool
 	// NodeSelectors are ORed; empty means every node.
 	NodeSelectors []labels.Selector

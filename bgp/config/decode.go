@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
+
+	"routeagent.io/route-agent/secret"
 )
 
 // The document is converted to JSON and walked by hand, one mapping at a
@@ -46,6 +49,12 @@ func kindOf(raw json.RawMessage) kind {
 	return kindNumber
 }
 
+// kindName names raw's type without its content, for secret fields.
+func kindName(raw json.RawMessage) string {
+	return [...]string{kindNull: "nothing", kindBool: "a boolean", kindNumber: "a number",
+		kindString: "a string", kindList: "a list", kindMapping: "a mapping"}[kindOf(raw)]
+}
+
 // describe renders raw for "expected X, got Y" messages; value is what goes
 // into FieldError.Value.
 func describe(raw json.RawMessage) (desc, value string) {
@@ -83,6 +92,8 @@ func abbreviate(raw json.RawMessage) string {
 // the whole document has been read (see validate.go).
 type parser struct {
 	errs []error
+	// secrets are the paths of secret fields seen so far (see schema).
+	secrets []string
 
 	poolNames   []poolName
 	addrs       []addrEntry
@@ -90,13 +101,59 @@ type parser struct {
 	badCommName map[string]bool // defined in bgp-communities but invalid
 }
 
+// fail records a problem at path. At a secret path it drops the value and
+// every argument that could carry it (anything but a number), so that no
+// message about a secret can ever repeat it, whoever writes the check.
 func (p *parser) fail(path, value, format string, args ...any) {
+	if p.isSecret(path) {
+		value = ""
+		args = slices.Clone(args)
+		for i, a := range args {
+			switch a.(type) {
+			case int, int64, uint32, uint64:
+			default:
+				args[i] = secret.Redacted
+			}
+		}
+	}
 	p.errs = append(p.errs, &FieldError{Path: path, Value: value, Msg: fmt.Sprintf(format, args...)})
 }
 
 func (p *parser) typeError(path, want string, raw json.RawMessage) {
+	if p.isSecret(path) {
+		// Only the kind, which says nothing of the content.
+		p.errs = append(p.errs, &FieldError{Path: path, Msg: "expected " + want + ", got " + kindName(raw)})
+		return
+	}
 	desc, value := describe(raw)
 	p.fail(path, value, "expected %s, got %s", want, desc)
+}
+
+// isSecret reports whether path is a secret field or lies inside one.
+func (p *parser) isSecret(path string) bool {
+	for _, s := range p.secrets {
+		if path == s || strings.HasPrefix(path, s+"[") || strings.HasPrefix(path, s+".") {
+			return true
+		}
+	}
+	return false
+}
+
+// schema lists the keys a mapping may hold. Keys marked secret hold values
+// that no message may repeat: whatever type or length a user writes there,
+// messages name only its path and its kind.
+type schema struct {
+	keys    []string
+	secrets []string
+}
+
+func fields(keys ...string) schema { return schema{keys: keys} }
+
+// withSecret adds keys that hold secrets.
+func (s schema) withSecret(keys ...string) schema {
+	s.keys = append(slices.Clone(s.keys), keys...)
+	s.secrets = append(slices.Clone(s.secrets), keys...)
+	return s
 }
 
 func index(path string, i int) string { return path + "[" + strconv.Itoa(i) + "]" }
@@ -119,12 +176,16 @@ type object struct {
 	fields map[string]json.RawMessage
 }
 
-// object decodes raw as a mapping and reports each key outside known.
-func (p *parser) object(path string, raw json.RawMessage, known ...string) (*object, bool) {
+// object decodes raw as a mapping and reports each key outside the schema.
+func (p *parser) object(path string, raw json.RawMessage, sch schema) (*object, bool) {
 	m, ok := p.mapping(path, raw)
 	if !ok {
 		return nil, false
 	}
+	for _, k := range sch.secrets {
+		p.secrets = append(p.secrets, child(path, k))
+	}
+	known := sch.keys
 	for _, k := range sortedKeys(m) {
 		if slices.Contains(known, k) {
 			continue

@@ -33,7 +33,7 @@ func (p *parser) config(raw json.RawMessage) *Config {
 	if kindOf(raw) == kindNull { // empty document
 		return cfg
 	}
-	o, ok := p.object("", raw, "peers", "address-pools", "bgp-communities", "bfd-profiles")
+	o, ok := p.object("", raw, fields("peers", "address-pools", "bgp-communities", "bfd-profiles"))
 	if !ok {
 		return cfg
 	}

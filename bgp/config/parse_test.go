@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -9,7 +10,9 @@ import (
 	"unicode"
 
 	"github.com/google/go-cmp/cmp"
+
 	"k8s.io/apimachinery/pkg/labels"
+	"routeagent.io/route-agent/secret"
 )
 
 const seedExample = `
@@ -156,7 +159,7 @@ var validTests = []parseTest{
 			p.HoldTime, p.KeepaliveTime = 9*time.Second, 3*time.Second
 			p.RouterID = netip.MustParseAddr("192.0.2.1")
 			p.SourceAddress = netip.MustParseAddr("10.0.0.2")
-			p.Password = "s3cret"
+			p.Password = secret.New("s3cret")
 			p.EBGPMultihop = true
 			p.NodeSelectors = []labels.Selector{
 				sel(t, "gpu,rack=r1,zone notin (a,b)"),
@@ -374,7 +377,7 @@ var errorTests = []parseTest{
 	{desc: "asn is a float", input: onePeer("- {peer-address: 10.0.0.2, peer-asn: 1.5, my-asn: 1}\n"), wantErr: []string{`peers[1].peer-asn: expected an integer, got number 1.5`}},
 	{desc: "hold-time is a number", input: onePeer("  hold-time: 90\n"), wantErr: []string{`peers[0].hold-time: expected a string, got number 90`}},
 	{desc: "ebgp-multihop is a string", input: onePeer("  ebgp-multihop: 'yes'\n"), wantErr: []string{`peers[0].ebgp-multihop: expected true or false, got string "yes"`}},
-	{desc: "password is a number", input: onePeer("  password: 1234\n"), wantErr: []string{`peers[0].password: expected a string, got number 1234`}},
+	{desc: "password is a number", input: onePeer("  password: 1234\n"), wantErr: []string{`peers[0].password: expected a string, got a number`}},
 	{desc: "addresses is a string", input: onePool("  addresses: 10.0.0.0/24\n"), wantErr: []string{`address-pools[0].addresses: expected a list, got string "10.0.0.0/24"`}},
 	{desc: "values is a string", input: onePeer("  node-selectors: [{match-expressions: [{key: a, operator: In, values: b}]}]\n"), wantErr: []string{`peers[0].node-selectors[0].match-expressions[0].values: expected a list, got string "b"`}},
 	{desc: "match-labels value is a number", input: onePeer("  node-selectors: [{match-labels: {a: 1}}]\n"), wantErr: []string{`peers[0].node-selectors[0].match-labels[a]: expected a string, got number 1`}},
@@ -643,15 +646,55 @@ func TestFieldError(t *testing.T) {
 	}
 }
 
-func TestPasswordNotEchoed(t *testing.T) {
-	secret := strings.Repeat("s3cret", 20)
-	_, err := Parse([]byte(onePeer("  password: " + secret + "\n")))
-	if err == nil || strings.Contains(err.Error(), secret) {
-		t.Fatalf("Parse() error = %v, want an error without the password", err)
+// No message may repeat a password, whatever a user writes there: every
+// YAML type, any length, nested or flow style, valid or not.
+func TestPasswordNeverEchoed(t *testing.T) {
+	const s = "k3y84736251"
+	tests := []struct{ desc, yaml, secret string }{
+		{"number", "84736251", "84736251"},
+		{"negative float", "-84736.251e3", "84736.251"},
+		{"boolean true", "true", "true"},
+		{"boolean false", "false", "false"},
+		{"list", "[" + s + ", other]", s},
+		{"block list", "\n  - " + s + "\n  - " + s + "2", s},
+		{"mapping", "{" + s + ": value}", s},
+		{"mapping value", "{key: " + s + "}", s},
+		{"nested", "{a: [{b: " + s + "}]}", s},
+		{"long string", strings.Repeat(s, 9), s},
+		{"long quoted string", `"` + strings.Repeat(s, 20) + `"`, s},
+		{"valid string beside another error", s + "\n  peer-port: 0", s},
 	}
-	var fe *FieldError
-	if errors.As(err, &fe) && fe.Value != "" {
-		t.Errorf("FieldError.Value = %q, want it empty", fe.Value)
+	for _, tt := range tests {
+		t.Run(tt.desc, func(t *testing.T) {
+			_, err := Parse([]byte(onePeer("  password: " + tt.yaml + "\n")))
+			if err == nil {
+				t.Fatal("Parse() accepted the config, want an error")
+			}
+			msg := err.Error()
+			if strings.Contains(msg, tt.secret) || (tt.secret == "true" || tt.secret == "false") && strings.Contains(msg, "password: expected a string, got boolean") {
+				t.Errorf("error repeats the password: %s", msg)
+			}
+			for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+				var fe *FieldError
+				if errors.As(e, &fe) && strings.HasPrefix(fe.Path, "peers[0].password") && fe.Value != "" {
+					t.Errorf("FieldError.Value = %q at %s, want it empty", fe.Value, fe.Path)
+				}
+			}
+			if !strings.Contains(msg, "peers[0].password") && tt.desc != "valid string beside another error" {
+				t.Errorf("error %q does not name the field", msg)
+			}
+		})
+	}
+	// A valid password parses, prints redacted, and is revealed only on request.
+	cfg, err := Parse([]byte(onePeer("  password: " + s + "\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprintf("%+v", cfg.Peers[0]); strings.Contains(got, s) {
+		t.Errorf("%%+v of a parsed peer shows the password: %s", got)
+	}
+	if cfg.Peers[0].Password.Reveal() != s {
+		t.Errorf("Reveal() = %q, want %q", cfg.Peers[0].Password.Reveal(), s)
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/validate/content"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+
+	"routeagent.io/route-agent/secret"
 )
 
 const (
@@ -29,10 +31,10 @@ const (
 // peer parses peers[i]; ok is false if anything in it was invalid.
 func (p *parser) peer(path string, i int, raw json.RawMessage) (Peer, bool) {
 	nerrs := len(p.errs)
-	o, ok := p.object(path, raw,
+	o, ok := p.object(path, raw, fields(
 		"peer-address", "peer-asn", "my-asn", "peer-port", "hold-time", "keepalive-time",
-		"router-id", "source-address", "password", "ebgp-multihop", "node-selectors",
-		"bfd-profile")
+		"router-id", "source-address", "ebgp-multihop", "node-selectors",
+		"bfd-profile").withSecret("password"))
 	if !ok {
 		return Peer{}, false
 	}
@@ -78,10 +80,9 @@ func (p *parser) peer(path string, i int, raw json.RawMessage) (Peer, bool) {
 	}
 	if s, ok := o.str("password"); ok {
 		if len(s) > maxPasswordLen {
-			// The value is a secret: do not echo it.
 			p.fail(o.at("password"), "", "is %d bytes long, TCP MD5 keys are at most %d", len(s), maxPasswordLen)
 		}
-		peer.Password = s
+		peer.Password = secret.New(s)
 	}
 	if b, ok := o.boolean("ebgp-multihop"); ok {
 		if b && peer.ASN != 0 && peer.ASN == peer.MyASN {
@@ -207,7 +208,7 @@ func (p *parser) unicast(path, s string) (netip.Addr, bool) {
 // conversion by metav1.LabelSelectorAsSelector.
 func (p *parser) selector(path string, raw json.RawMessage) (labels.Selector, bool) {
 	nerrs := len(p.errs)
-	o, ok := p.object(path, raw, "match-labels", "match-expressions")
+	o, ok := p.object(path, raw, fields("match-labels", "match-expressions"))
 	if !ok {
 		return nil, false
 	}
@@ -241,7 +242,7 @@ func (p *parser) selector(path string, raw json.RawMessage) (labels.Selector, bo
 func (p *parser) requirement(path string, raw json.RawMessage) (metav1.LabelSelectorRequirement, bool) {
 	nerrs := len(p.errs)
 	var r metav1.LabelSelectorRequirement
-	o, ok := p.object(path, raw, "key", "operator", "values")
+	o, ok := p.object(path, raw, fields("key", "operator", "values"))
 	if !ok {
 		return r, false
 	}

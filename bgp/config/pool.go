@@ -10,7 +10,7 @@ import (
 // pool parses address-pools[i]; ok is false if anything in it was invalid.
 func (p *parser) pool(path string, raw json.RawMessage) (Pool, bool) {
 	nerrs := len(p.errs)
-	o, ok := p.object(path, raw, "name", "protocol", "addresses", "auto-assign", "avoid-buggy-ips", "bgp-advertisements")
+	o, ok := p.object(path, raw, fields("name", "protocol", "addresses", "auto-assign", "avoid-buggy-ips", "bgp-advertisements"))
 	if !ok {
 		return Pool{}, false
 	}
@@ -114,7 +114,7 @@ func (p *parser) advertisements(o *object, protocol string, entries []addrEntry)
 
 func (p *parser) advertisement(path string, raw json.RawMessage, entries []addrEntry, ad *Advertisement) {
 	*ad = Advertisement{AggregationLength: 32, AggregationLengthV6: 128}
-	o, ok := p.object(path, raw, "aggregation-length", "aggregation-length-v6", "localpref", "communities")
+	o, ok := p.object(path, raw, fields("aggregation-length", "aggregation-length-v6", "localpref", "communities"))
 	if !ok {
 		return
 	}

@@ -1,6 +1,9 @@
-// Package cluster turns what the agent watches in Kubernetes into immutable
-// snapshots. No other part of the agent reads the Kubernetes API.
-package cluster
+// Package snapshot holds the immutable view of the world that every planner
+// reads. It imports no client-go, so a planner links no informer: the
+// informer side (package cluster) and the non-Kubernetes inputs (routes
+// learned from BGP peers) fill its sections, and the engine publishes the
+// combination.
+package snapshot
 
 import (
 	"net/netip"
@@ -9,8 +12,25 @@ import (
 )
 
 // Snapshot is everything the planners may look at. It is never modified after
-// it is published; a change produces a new snapshot.
+// it is published; a change produces a new snapshot. Each section has one
+// source that replaces it whole.
 type Snapshot struct {
+	// Cluster is what the Kubernetes watches saw; its fields are promoted,
+	// so planners write s.Self and s.BGP.
+	Cluster
+	// Learned holds the best paths received from BGP peers, as the speaker
+	// last reported them.
+	Learned []LearnedRoute
+	// Version increases with every published snapshot.
+	Version uint64
+}
+
+// Cluster is the section built from the Kubernetes informers. The zero value
+// means the caches have not synced yet: no part may act on it, or it would
+// remove everything for nodes it has not seen.
+type Cluster struct {
+	// Synced is true once the informer caches have synced.
+	Synced bool
 	// NodeName is the name of the node this agent runs on.
 	NodeName string
 	// Self is this node, nil until its Node object has been seen.
@@ -58,4 +78,18 @@ type BGPConfig struct {
 	Err error
 	// ErrVersion is the resourceVersion Err belongs to.
 	ErrVersion string
+}
+
+// InForce reports whether the agent knows what to do about BGP: a
+// configuration is in force, or there is knowingly none (no ConfigMap).
+// A ConfigMap that exists but has never parsed is not knowing.
+func (c BGPConfig) InForce() bool { return c.Config != nil || !c.Present }
+
+// LearnedRoute is a best path received from a BGP peer.
+type LearnedRoute struct {
+	Prefix  netip.Prefix
+	NextHop netip.Addr
+	// Peer is the address of the neighbour the path came from.
+	Peer   netip.Addr
+	ASPath []uint32
 }

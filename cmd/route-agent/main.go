@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -21,21 +23,26 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
 
 	"routeagent.io/route-agent/api/server"
 	"routeagent.io/route-agent/bgp"
 	"routeagent.io/route-agent/cluster"
+	"routeagent.io/route-agent/cluster/snapshot"
+	"routeagent.io/route-agent/engine"
 )
 
 type options struct {
-	nodeName   string
-	kubeconfig string
-	socket     string
-	bgpConfig  string
-	resync     time.Duration
-	logLevel   string
-	metrics    string
-	stateDir   string
+	nodeName     string
+	kubeconfig   string
+	socket       string
+	bgpConfig    string
+	resync       time.Duration
+	logLevel     string
+	metrics      string
+	health       string
+	stateDir     string
+	shutdownWait time.Duration
 }
 
 func main() {
@@ -58,10 +65,12 @@ hop. routectl talks to it over --api-socket.`,
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty means the in-cluster service account")
 	f.StringVar(&o.socket, "api-socket", "/run/route-agent/agent.sock", "unix socket serving the API that routectl uses (created with mode 0600)")
 	f.StringVar(&o.bgpConfig, "bgp-config", "kube-system/bgp-config", "namespace/name of the ConfigMap holding the BGP configuration under key "+cluster.BGPConfigKey)
-	f.DurationVar(&o.resync, "resync-period", 5*time.Minute, "how often to plan again from the current state without a change, which also retries anything that failed to apply")
+	f.DurationVar(&o.resync, "resync-period", 5*time.Minute, "how often every part plans and applies again without a change, repairing drift no event reported")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.stateDir, "state-dir", "/run/route-agent", "directory keeping the last good bgp-config, so a restart while the ConfigMap holds a rejected edit keeps it running; empty disables")
-	f.StringVar(&o.metrics, "metrics-listen", ":9955", "address serving Prometheus metrics on /metrics; empty disables them")
+	f.StringVar(&o.metrics, "metrics-listen", ":9955", "address serving Prometheus metrics on /metrics (and /healthz, /readyz); empty disables them")
+	f.StringVar(&o.health, "health-listen", "127.0.0.1:9956", "address serving the probes /healthz (liveness) and /readyz (readiness); empty disables them")
+	f.DurationVar(&o.shutdownWait, "shutdown-timeout", 10*time.Second, "on SIGTERM, how long to wait for API calls in flight and for the BGP speaker's Cease notifications")
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -76,6 +85,9 @@ func run(ctx context.Context, o options) error {
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	// client-go's own messages (a reflector's "forbidden", a watch
+	// closing) read like every other line.
+	klog.SetSlogLogger(log.With("component", "client-go"))
 	if o.nodeName == "" {
 		return errors.New("--node-name is empty and $NODE_NAME is not set")
 	}
@@ -102,6 +114,7 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
+	defer os.Remove(o.socket)
 	log.Info("route-agent starting", "node", o.nodeName, "apiSocket", o.socket, "bgpConfig", o.bgpConfig)
 
 	broadcaster := events.NewBroadcaster(&events.EventSinkImpl{Interface: client.EventsV1()})
@@ -110,26 +123,37 @@ func run(ctx context.Context, o options) error {
 	}
 	defer broadcaster.Shutdown()
 
-	speaker := bgp.NewSpeaker(log)
-	a := newAgent(log, speaker)
-
 	// Every goroutine ends when ctx does; the first error ends them all.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup
-	errc := make(chan error, 5)
-	goRun := func(f func() error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(); err != nil {
-				errc <- err
-			}
-		}()
+	errc := make(chan error, 8)
+	fail := func(err error) {
+		select {
+		case errc <- err:
+		default:
+		}
 	}
-	goRun(func() error { return server.Serve(ctx, lis, a) })
+
+	speaker := bgp.NewSpeaker(log, fail)
+	eng := engine.New(engine.Options{Logger: log, Resync: o.resync})
+	eng.Add(engine.Func("bgp", func(s *snapshot.Snapshot) (bgp.Desired, []string) {
+		return bgp.Plan(s, speaker.Global())
+	}, speaker.Set))
+	eng.AddCheck(bgp.ConfigCheck)
+
+	var wg sync.WaitGroup
+	goRun := func(f func() error) {
+		wg.Go(func() {
+			if err := f(); err != nil {
+				fail(err)
+			}
+		})
+	}
+	goRun(func() error {
+		return server.Serve(ctx, lis, &server.Handlers{Engine: eng, Speaker: speaker}, o.shutdownWait/2)
+	})
 	goRun(func() error { return speaker.WatchSessions(ctx) })
-	goRun(func() error { return a.reconcileLoop(ctx, o.resync) })
+	goRun(func() error { eng.Run(ctx); return nil })
 	goRun(func() error {
 		return cluster.Watch(ctx, cluster.WatchOptions{
 			Client:    client,
@@ -138,10 +162,22 @@ func run(ctx context.Context, o options) error {
 			Logger:    log,
 			StateDir:  o.stateDir,
 			Events:    broadcaster.NewRecorder(scheme.Scheme, "route-agent"),
-		}, a.publish)
+		}, func(c *snapshot.Cluster) {
+			eng.Update(func(s *snapshot.Snapshot) { s.Cluster = *c })
+		})
 	})
 	if o.metrics != "" {
-		goRun(func() error { return serveMetrics(ctx, o.metrics, a) })
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+			eng.Collector(), speaker.Collector(eng.Snapshot))
+		goRun(func() error {
+			return server.ServeHTTP(ctx, "--metrics-listen", o.metrics, server.HTTPHandler(reg, eng.Ready))
+		})
+	}
+	if o.health != "" {
+		goRun(func() error {
+			return server.ServeHTTP(ctx, "--health-listen", o.health, server.HTTPHandler(nil, eng.Ready))
+		})
 	}
 
 	select {
@@ -152,14 +188,14 @@ func run(ctx context.Context, o options) error {
 	log.Info("route-agent stopping")
 	cancel()
 	// Only once nothing can call the speaker any more may it stop, or a
-	// late reconcile would start it again.
+	// late reconcile would start it again. Everything above heeds ctx and
+	// the API server's grace is bounded, so this wait is too.
 	wg.Wait()
-	stopCtx, stopCancel := context.WithTimeout(context.Background(), 10*time.Second)
+	stopCtx, stopCancel := context.WithTimeout(context.Background(), o.shutdownWait)
 	defer stopCancel()
 	if serr := speaker.Stop(stopCtx); serr != nil {
 		log.Error("stopping", "err", serr)
 	}
-	os.Remove(o.socket)
 	return err
 }
 

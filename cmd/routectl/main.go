@@ -42,7 +42,7 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.socket, "socket", envOr("ROUTECTL_SOCKET", defaultSocket), "route-agent API socket (default $ROUTECTL_SOCKET or "+defaultSocket+")")
+	pf.StringVar(&g.socket, "socket", envOr("ROUTECTL_SOCKET", defaultSocket), "route-agent API socket; $ROUTECTL_SOCKET, when set, replaces the default")
 	pf.DurationVar(&g.timeout, "timeout", 10*time.Second, "how long to wait for the agent")
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 

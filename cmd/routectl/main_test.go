@@ -265,7 +265,7 @@ func TestCLIStatus(t *testing.T) {
 		t.Fatalf("decoding %q: %v", out, err)
 	}
 	want := statusOut{
-		NodeName: "node-a", NodeKnown: true, NodeIPs: []string{"10.0.0.1"}, PodCIDRs: []string{}, Warnings: []string{},
+		NodeName: "node-a", NodeKnown: true, NodeIPs: []string{"10.0.0.1"}, PodCIDRs: []string{}, NotReadyReasons: []string{}, Parts: []partOut{},
 		BGPConfig: configOut{Source: "kube-system/bgp-config", Present: true, AppliedResourceVersion: "100", Error: "a\nb", ErrorResourceVersion: "101"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -331,5 +331,29 @@ func TestCLISocketPathURLCharacters(t *testing.T) {
 				t.Errorf("--socket %q fails although the socket answers: %v", p, err)
 			}
 		})
+	}
+}
+
+// --help names the socket's default once, and the one in force.
+func TestCLIHelpSocketDefault(t *testing.T) {
+	for _, env := range []string{"", "/run/other/agent.sock"} {
+		t.Setenv("ROUTECTL_SOCKET", env)
+		out, err := run(t, "--help")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := defaultSocket
+		if env != "" {
+			want = env
+		}
+		var line string
+		for _, l := range strings.Split(out, "\n") {
+			if strings.Contains(l, "--socket") {
+				line = l
+			}
+		}
+		if strings.Count(line, "(default") != 1 || !strings.Contains(line, `(default "`+want+`")`) || strings.Count(line, "agent.sock") != 1 {
+			t.Errorf("with $ROUTECTL_SOCKET=%q the --socket help reads %q, want the default %q named once", env, line, want)
+		}
 	}
 }

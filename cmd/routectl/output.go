@@ -104,6 +104,9 @@ func hostPort(addr string, port uint32) string {
 	return net.JoinHostPort(addr, strconv.FormatUint(uint64(port), 10))
 }
 
+// now is time.Now, replaced in tests.
+var now = time.Now
+
 func printStatus(w io.Writer, format string, s *apiv1.StatusResponse) error {
 	if format == "json" {
 		return writeJSON(w, statusJSON(s))
@@ -116,6 +119,14 @@ func printStatus(w io.Writer, format string, s *apiv1.StatusResponse) error {
 	fmt.Fprintf(tw, "Node:\t%s\n", node)
 	fmt.Fprintf(tw, "Node IPs:\t%s\n", orNone(s.GetNodeIps()))
 	fmt.Fprintf(tw, "Pod CIDRs:\t%s\n", orNone(s.GetPodCidrs()))
+	if s.GetReady() {
+		fmt.Fprintf(tw, "Ready:\tyes\n")
+	} else {
+		fmt.Fprintf(tw, "Ready:\tno\n")
+		for _, r := range s.GetNotReadyReasons() {
+			fmt.Fprintf(tw, "\t  %s\n", r)
+		}
+	}
 	c := s.GetBgpConfig()
 	switch {
 	case !c.GetPresent():
@@ -140,25 +151,79 @@ func printStatus(w io.Writer, format string, s *apiv1.StatusResponse) error {
 	} else {
 		fmt.Fprintf(tw, "BGP speaker:\toff\n")
 	}
-	for _, warn := range s.GetWarnings() {
-		fmt.Fprintf(tw, "Warning:\t%s\n", warn)
+	if err := tw.Flush(); err != nil {
+		return err
 	}
-	if e := s.GetBgpApplyError(); e != "" {
-		fmt.Fprintf(tw, "BGP apply error:\t%s\n", e)
+	if len(s.GetParts()) == 0 {
+		return nil
 	}
-	return tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
+	fmt.Fprintln(tw, "Part\tState\tLast Success\tRuns\tFailures\tLast Error")
+	t := now()
+	for _, p := range s.GetParts() {
+		lastErr := p.GetLastError()
+		if lastErr != "" {
+			lastErr = fmt.Sprintf("%s (failing for %s, retry in %s)", firstLine(lastErr),
+				ago(t, p.GetFailingSinceUnixMs()), until(t, p.GetNextRetryUnixMs()))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", p.GetName(), p.GetState(), agoOrNever(t, p.GetLastSuccessUnixMs()),
+			p.GetRuns(), p.GetFailures(), lastErr)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, p := range s.GetParts() {
+		for _, warn := range p.GetWarnings() {
+			fmt.Fprintf(w, "Warning (%s): %s\n", p.GetName(), warn)
+		}
+		if e := p.GetLastError(); strings.Contains(e, "\n") {
+			fmt.Fprintf(w, "Error (%s):\n", p.GetName())
+			for _, line := range strings.Split(e, "\n") {
+				fmt.Fprintf(w, "  %s\n", line)
+			}
+		}
+	}
+	return nil
+}
+
+func firstLine(s string) string {
+	if first, _, ok := strings.Cut(s, "\n"); ok {
+		return first + " ..."
+	}
+	return s
+}
+
+func ago(t time.Time, ms int64) string {
+	return t.Sub(time.UnixMilli(ms)).Truncate(time.Second).String()
+}
+
+func agoOrNever(t time.Time, ms int64) string {
+	if ms == 0 {
+		return "never"
+	}
+	return ago(t, ms) + " ago"
+}
+
+func until(t time.Time, ms int64) string {
+	d := time.UnixMilli(ms).Sub(t).Truncate(time.Second)
+	if d < 0 {
+		d = 0
+	}
+	return d.String()
 }
 
 type statusOut struct {
-	NodeName      string    `json:"nodeName"`
-	NodeKnown     bool      `json:"nodeKnown"`
-	NodeIPs       []string  `json:"nodeIPs"`
-	PodCIDRs      []string  `json:"podCIDRs"`
-	BGPConfig     configOut `json:"bgpConfig"`
-	BGPASN        uint32    `json:"bgpASN"`
-	BGPRouterID   string    `json:"bgpRouterID"`
-	Warnings      []string  `json:"warnings"`
-	BGPApplyError string    `json:"bgpApplyError,omitempty"`
+	NodeName        string    `json:"nodeName"`
+	NodeKnown       bool      `json:"nodeKnown"`
+	NodeIPs         []string  `json:"nodeIPs"`
+	PodCIDRs        []string  `json:"podCIDRs"`
+	Ready           bool      `json:"ready"`
+	NotReadyReasons []string  `json:"notReadyReasons"`
+	BGPConfig       configOut `json:"bgpConfig"`
+	BGPASN          uint32    `json:"bgpASN"`
+	BGPRouterID     string    `json:"bgpRouterID"`
+	Parts           []partOut `json:"parts"`
 }
 
 type configOut struct {
@@ -169,20 +234,54 @@ type configOut struct {
 	ErrorResourceVersion   string `json:"errorResourceVersion,omitempty"`
 }
 
+// partOut is one part in `routectl status -o json`; times are RFC 3339,
+// omitted when never.
+type partOut struct {
+	Name           string     `json:"name"`
+	State          string     `json:"state"`
+	Runs           uint64     `json:"runs"`
+	Failures       uint64     `json:"failures"`
+	LastRun        *time.Time `json:"lastRun,omitempty"`
+	LastSuccess    *time.Time `json:"lastSuccess,omitempty"`
+	LastDurationMs int64      `json:"lastDurationMs"`
+	LastError      string     `json:"lastError,omitempty"`
+	FailingSince   *time.Time `json:"failingSince,omitempty"`
+	NextRetry      *time.Time `json:"nextRetry,omitempty"`
+	Warnings       []string   `json:"warnings"`
+}
+
+func timeOrNil(ms int64) *time.Time {
+	if ms == 0 {
+		return nil
+	}
+	t := time.UnixMilli(ms).UTC()
+	return &t
+}
+
 func statusJSON(s *apiv1.StatusResponse) statusOut {
 	c := s.GetBgpConfig()
-	return statusOut{
+	out := statusOut{
 		NodeName: s.GetNodeName(), NodeKnown: s.GetNodeKnown(),
 		NodeIPs: nonNil(s.GetNodeIps()), PodCIDRs: nonNil(s.GetPodCidrs()),
+		Ready: s.GetReady(), NotReadyReasons: nonNil(s.GetNotReadyReasons()),
 		BGPConfig: configOut{
 			Source: c.GetSource(), Present: c.GetPresent(), AppliedResourceVersion: c.GetAppliedResourceVersion(),
 			Error: c.GetError(), ErrorResourceVersion: c.GetErrorResourceVersion(),
 		},
-		BGPASN:        s.GetBgpAsn(),
-		BGPRouterID:   s.GetBgpRouterId(),
-		Warnings:      nonNil(s.GetWarnings()),
-		BGPApplyError: s.GetBgpApplyError(),
+		BGPASN:      s.GetBgpAsn(),
+		BGPRouterID: s.GetBgpRouterId(),
+		Parts:       []partOut{},
 	}
+	for _, p := range s.GetParts() {
+		out.Parts = append(out.Parts, partOut{
+			Name: p.GetName(), State: p.GetState(), Runs: p.GetRuns(), Failures: p.GetFailures(),
+			LastRun: timeOrNil(p.GetLastRunUnixMs()), LastSuccess: timeOrNil(p.GetLastSuccessUnixMs()),
+			LastDurationMs: p.GetLastDurationMs(), LastError: p.GetLastError(),
+			FailingSince: timeOrNil(p.GetFailingSinceUnixMs()), NextRetry: timeOrNil(p.GetNextRetryUnixMs()),
+			Warnings: nonNil(p.GetWarnings()),
+		})
+	}
+	return out
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -211,13 +212,23 @@ func TestPrintStatusTable(t *testing.T) {
 				PodCidrs:  []string{"10.244.0.0/24", "fd00:244::/64"},
 				BgpConfig: &apiv1.ConfigStatus{Source: "kube-system/bgp-config", Present: true, AppliedResourceVersion: "100"},
 				BgpAsn:    64513, BgpRouterId: "10.0.0.1",
+				Ready: true,
+				Parts: []*apiv1.PartStatus{
+					{Name: "bgp", State: "ok", Runs: 7, LastSuccessUnixMs: testNow.UnixMilli() - 4500},
+					{Name: "routing", State: "ok", Runs: 3, LastSuccessUnixMs: testNow.UnixMilli() - 60000},
+				},
 			},
 			want: "" +
 				"Node:         node-a\n" +
 				"Node IPs:     10.0.0.1, fd00::1\n" +
 				"Pod CIDRs:    10.244.0.0/24, fd00:244::/64\n" +
+				"Ready:        yes\n" +
 				"BGP config:   kube-system/bgp-config resourceVersion 100 in force\n" +
-				"BGP speaker:  AS 64513, router-id 10.0.0.1\n",
+				"BGP speaker:  AS 64513, router-id 10.0.0.1\n" +
+				"\n" +
+				"Part      State   Last Success   Runs   Failures   Last Error\n" +
+				"bgp       ok      4s ago         7      0          \n" +
+				"routing   ok      1m0s ago       3      0          \n",
 		},
 		{
 			desc: "node not seen, no configmap",
@@ -229,11 +240,12 @@ func TestPrintStatusTable(t *testing.T) {
 				"Node:         node-a (Node object not seen yet)\n" +
 				"Node IPs:     none\n" +
 				"Pod CIDRs:    none\n" +
+				"Ready:        no\n" +
 				"BGP config:   kube-system/bgp-config not found: no peers\n" +
 				"BGP speaker:  off\n",
 		},
 		{
-			desc: "rejected multi-line config error, warnings, apply error",
+			desc: "rejected multi-line config error, warnings, failing part",
 			in: &apiv1.StatusResponse{
 				NodeName: "node-a", NodeKnown: true,
 				NodeIps:  []string{"10.0.0.1"},
@@ -243,21 +255,33 @@ func TestPrintStatusTable(t *testing.T) {
 					Error:                "peers[0].peer-address: invalid IP address \"10.0.0.300\"\npeers[1].peer-asn: missing",
 					ErrorResourceVersion: "101",
 				},
-				Warnings:      []string{"peers 0 and 1 select this node with different router-ids", "second warning"},
-				BgpApplyError: "adding peer 10.0.0.1: boom",
+				NotReadyReasons: []string{"bgp: failing for 2m0s: adding peer 10.0.0.1: boom"},
+				Parts: []*apiv1.PartStatus{{
+					Name: "bgp", State: "failing", Runs: 9, Failures: 4,
+					LastError:          "adding peer 10.0.0.1: boom\nadding peer 10.0.0.2: bang",
+					FailingSinceUnixMs: testNow.UnixMilli() - 120000, NextRetryUnixMs: testNow.UnixMilli() + 8000,
+					Warnings: []string{"peers 0 and 1 select this node with different router-ids", "second warning"},
+				}},
 			},
 			want: "" +
 				"Node:              node-a\n" +
 				"Node IPs:          10.0.0.1\n" +
 				"Pod CIDRs:         10.244.0.0/24\n" +
+				"Ready:             no\n" +
+				"                     bgp: failing for 2m0s: adding peer 10.0.0.1: boom\n" +
 				"BGP config:        kube-system/bgp-config resourceVersion 100 in force\n" +
 				"BGP config error:  resourceVersion 101 rejected, the version above stays in force:\n" +
 				"                     peers[0].peer-address: invalid IP address \"10.0.0.300\"\n" +
 				"                     peers[1].peer-asn: missing\n" +
 				"BGP speaker:       off\n" +
-				"Warning:           peers 0 and 1 select this node with different router-ids\n" +
-				"Warning:           second warning\n" +
-				"BGP apply error:   adding peer 10.0.0.1: boom\n",
+				"\n" +
+				"Part   State     Last Success   Runs   Failures   Last Error\n" +
+				"bgp    failing   never          9      4          adding peer 10.0.0.1: boom ... (failing for 2m0s, retry in 8s)\n" +
+				"Warning (bgp): peers 0 and 1 select this node with different router-ids\n" +
+				"Warning (bgp): second warning\n" +
+				"Error (bgp):\n" +
+				"  adding peer 10.0.0.1: boom\n" +
+				"  adding peer 10.0.0.2: bang\n",
 		},
 		{
 			desc: "present but nothing valid yet",
@@ -269,10 +293,13 @@ func TestPrintStatusTable(t *testing.T) {
 				"Node:         node-a\n" +
 				"Node IPs:     none\n" +
 				"Pod CIDRs:    none\n" +
+				"Ready:        no\n" +
 				"BGP config:   kube-system/bgp-config: no valid version yet\n" +
 				"BGP speaker:  off\n",
 		},
 	}
+	now = func() time.Time { return testNow }
+	t.Cleanup(func() { now = time.Now })
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
 			var b bytes.Buffer
@@ -328,10 +355,13 @@ func TestPrintStatusJSON(t *testing.T) {
 			Source: "kube-system/bgp-config", Present: true, AppliedResourceVersion: "100",
 			Error: "line one\nline two", ErrorResourceVersion: "101",
 		},
-		Warnings:      []string{"w1"},
-		BgpApplyError: "boom",
-		BgpAsn:        64513,
-		BgpRouterId:   "10.0.0.1",
+		BgpAsn:          64513,
+		BgpRouterId:     "10.0.0.1",
+		NotReadyReasons: []string{"bgp: failing for 2m0s: boom"},
+		Parts: []*apiv1.PartStatus{{Name: "bgp", State: "failing", Runs: 3, Failures: 1,
+			LastRunUnixMs: testNow.UnixMilli(), LastSuccessUnixMs: testNow.UnixMilli() - 1000, LastDurationMs: 2,
+			LastError: "boom", FailingSinceUnixMs: testNow.UnixMilli(), NextRetryUnixMs: testNow.UnixMilli() + 1000,
+			Warnings: []string{"w1"}}},
 	}
 	var b bytes.Buffer
 	if err := printStatus(&b, "json", in); err != nil {
@@ -347,6 +377,10 @@ func TestPrintStatusJSON(t *testing.T) {
   "podCIDRs": [
     "10.244.0.0/24"
   ],
+  "ready": false,
+  "notReadyReasons": [
+    "bgp: failing for 2m0s: boom"
+  ],
   "bgpConfig": {
     "source": "kube-system/bgp-config",
     "present": true,
@@ -356,10 +390,23 @@ func TestPrintStatusJSON(t *testing.T) {
   },
   "bgpASN": 64513,
   "bgpRouterID": "10.0.0.1",
-  "warnings": [
-    "w1"
-  ],
-  "bgpApplyError": "boom"
+  "parts": [
+    {
+      "name": "bgp",
+      "state": "failing",
+      "runs": 3,
+      "failures": 1,
+      "lastRun": "2026-11-23T10:00:00Z",
+      "lastSuccess": "2026-11-23T09:59:59Z",
+      "lastDurationMs": 2,
+      "lastError": "boom",
+      "failingSince": "2026-11-23T10:00:00Z",
+      "nextRetry": "2026-11-23T10:00:01Z",
+      "warnings": [
+        "w1"
+      ]
+    }
+  ]
 }
 `
 	if diff := cmp.Diff(want, b.String()); diff != "" {
@@ -385,13 +432,10 @@ func TestPrintStatusJSONEmptyArrays(t *testing.T) {
 		if err := json.Unmarshal(b.Bytes(), &got); err != nil {
 			t.Fatalf("not JSON: %v\n%s", err, out)
 		}
-		for _, k := range []string{"nodeIPs", "podCIDRs", "warnings"} {
+		for _, k := range []string{"nodeIPs", "podCIDRs", "notReadyReasons", "parts"} {
 			if v, ok := got[k].([]any); !ok || len(v) != 0 {
 				t.Errorf("%s = %#v, want []", k, got[k])
 			}
-		}
-		if _, ok := got["bgpApplyError"]; ok {
-			t.Errorf("bgpApplyError present although empty:\n%s", out)
 		}
 		cfg, ok := got["bgpConfig"].(map[string]any)
 		if !ok {
@@ -442,3 +486,5 @@ func TestPrintRoutes(t *testing.T) {
 		t.Errorf("empty table = %q, %v", b.String(), err)
 	}
 }
+
+var testNow = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)

@@ -1,0 +1,120 @@
+package server
+
+import (
+	"context"
+	"net/netip"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	apiv1 "routeagent.io/route-agent/api/v1"
+	"routeagent.io/route-agent/bgp"
+	"routeagent.io/route-agent/cluster/snapshot"
+	"routeagent.io/route-agent/engine"
+)
+
+// Engine is what the API reads of the agent's engine.
+type Engine interface {
+	Snapshot() *snapshot.Snapshot
+	Status() []engine.PartStatus
+	Ready() (bool, []string)
+}
+
+// Speaker is what the API reads of the BGP speaker.
+type Speaker interface {
+	Global() bgp.Global
+	Peers(ctx context.Context) ([]bgp.PeerStatus, error)
+	Routes(ctx context.Context, advertised bool, peer netip.Addr) ([]bgp.RouteStatus, error)
+}
+
+// Handlers answer routectl from what the agent last saw and did.
+type Handlers struct {
+	apiv1.UnimplementedAgentServer
+	Engine  Engine
+	Speaker Speaker
+}
+
+// Status implements apiv1.AgentServer.
+func (h *Handlers) Status(context.Context, *apiv1.StatusRequest) (*apiv1.StatusResponse, error) {
+	r := &apiv1.StatusResponse{}
+	if g := h.Speaker.Global(); g.ASN != 0 {
+		r.BgpAsn, r.BgpRouterId = g.ASN, g.RouterID.String()
+	}
+	r.Ready, r.NotReadyReasons = h.Engine.Ready()
+	for _, st := range h.Engine.Status() {
+		r.Parts = append(r.Parts, &apiv1.PartStatus{
+			Name: st.Name, State: st.State(), Runs: st.Runs, Failures: st.Failures,
+			LastRunUnixMs: unixMs(st.LastRun), LastSuccessUnixMs: unixMs(st.LastSuccess),
+			LastDurationMs: st.LastDuration.Milliseconds(), LastError: st.LastError,
+			FailingSinceUnixMs: unixMs(st.FailingSince), NextRetryUnixMs: unixMs(st.NextRetry),
+			Warnings: st.Warnings,
+		})
+	}
+	s := h.Engine.Snapshot()
+	r.NodeName = s.NodeName
+	if s.Self != nil {
+		r.NodeKnown = true
+		for _, ip := range s.Self.InternalIPs {
+			r.NodeIps = append(r.NodeIps, ip.String())
+		}
+		for _, c := range s.Self.PodCIDRs {
+			r.PodCidrs = append(r.PodCidrs, c.String())
+		}
+	}
+	r.BgpConfig = &apiv1.ConfigStatus{
+		Source:                 s.BGP.Source,
+		Present:                s.BGP.Present,
+		AppliedResourceVersion: s.BGP.AppliedVersion,
+		ErrorResourceVersion:   s.BGP.ErrVersion,
+	}
+	if s.BGP.Err != nil {
+		r.BgpConfig.Error = s.BGP.Err.Error()
+	}
+	return r, nil
+}
+
+// ListBGPPeers implements apiv1.AgentServer.
+func (h *Handlers) ListBGPPeers(ctx context.Context, _ *apiv1.ListBGPPeersRequest) (*apiv1.ListBGPPeersResponse, error) {
+	peers, err := h.Speaker.Peers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r := &apiv1.ListBGPPeersResponse{}
+	for _, p := range peers {
+		r.Peers = append(r.Peers, &apiv1.BGPPeerFamily{
+			LocalAs:       p.LocalASN,
+			PeerAs:        p.PeerASN,
+			PeerAddress:   p.PeerAddress,
+			PeerPort:      p.PeerPort,
+			SessionState:  p.SessionState,
+			UptimeSeconds: int64(p.Uptime.Seconds()),
+			Family:        p.Family,
+			Received:      p.Received,
+			Advertised:    p.Advertised,
+		})
+	}
+	return r, nil
+}
+
+// ListBGPRoutes implements apiv1.AgentServer.
+func (h *Handlers) ListBGPRoutes(ctx context.Context, r *apiv1.ListBGPRoutesRequest) (*apiv1.ListBGPRoutesResponse, error) {
+	var peer netip.Addr
+	if r.GetPeerAddress() != "" {
+		var err error
+		if peer, err = netip.ParseAddr(r.GetPeerAddress()); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "peer address %q: %v", r.GetPeerAddress(), err)
+		}
+	}
+	routes, err := h.Speaker.Routes(ctx, r.GetDirection() == apiv1.ListBGPRoutesRequest_ADVERTISED, peer)
+	if err != nil {
+		return nil, err
+	}
+	resp := &apiv1.ListBGPRoutesResponse{}
+	for _, rt := range routes {
+		resp.Routes = append(resp.Routes, &apiv1.BGPRoute{
+			PeerAddress: rt.PeerAddress, Family: rt.Family, Prefix: rt.Prefix.String(),
+			NextHop: rt.NextHop, AsPath: rt.ASPath,
+		})
+	}
+	return resp, nil
+}
