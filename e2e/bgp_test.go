@@ -64,7 +64,51 @@ func TestMetrics(t *testing.T) {
 			fmt.Sprintf(`route_agent_bgp_advertised_paths{family="ipv4/unicast",peer="%s"} 1`, peer),
 			`route_agent_config_loaded{configmap="kube-system/bgp-config"} 1`,
 			`route_agent_config_stale{configmap="kube-system/bgp-config"} 0`,
-			`route_agent_bgp_plan_warnings 0`)
+			`route_agent_part_warnings{part="bgp"} 0`,
+			`route_agent_part_failing{part="bgp"} 0`,
+			`route_agent_ready 1`)
+		if err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// Every agent is ready: its probe says so, and routectl status shows each
+// part applied.
+func TestReadiness(t *testing.T) {
+	ctx := testContext(t)
+	l := theLab
+	for _, n := range l.Nodes {
+		if code, body, err := l.Probe(ctx, n, "/healthz"); err != nil || code != 200 {
+			t.Errorf("%s /healthz = %d %q, %v", n.Name, code, body, err)
+		}
+		err := lab.WaitFor(ctx, settle, n.Name+" ready", func() error {
+			code, body, err := l.Probe(ctx, n, "/readyz")
+			if err != nil {
+				return err
+			}
+			if code != 200 || body != "ok\n" {
+				return fmt.Errorf("/readyz = %d %q", code, body)
+			}
+			s, err := status(ctx, l, n)
+			if err != nil {
+				return err
+			}
+			if !s.Ready || len(s.NotReadyReasons) != 0 {
+				return fmt.Errorf("routectl status: ready=%v %q", s.Ready, s.NotReadyReasons)
+			}
+			parts := map[string]string{}
+			for _, p := range s.Parts {
+				parts[p.Name] = p.State
+				if p.LastSuccess == "" || p.LastError != "" {
+					return fmt.Errorf("part %s: lastSuccess %q, lastError %q", p.Name, p.LastSuccess, p.LastError)
+				}
+			}
+			if parts["bgp"] != "ok" {
+				return fmt.Errorf("parts %v, want bgp ok", parts)
+			}
+			return nil
+		})
 		if err != nil {
 			t.Error(err)
 		}
@@ -130,13 +174,21 @@ func compareWithFRR(ctx context.Context, l *lab.Lab, n *lab.Node, r *lab.Router)
 }
 
 type statusJSON struct {
-	BGPASN      uint32 `json:"bgpASN"`
-	BGPRouterID string `json:"bgpRouterID"`
-	BGPConfig   struct {
+	Ready           bool     `json:"ready"`
+	NotReadyReasons []string `json:"notReadyReasons"`
+	BGPASN          uint32   `json:"bgpASN"`
+	BGPRouterID     string   `json:"bgpRouterID"`
+	BGPConfig       struct {
 		AppliedResourceVersion string `json:"appliedResourceVersion"`
 		Error                  string `json:"error"`
 		ErrorResourceVersion   string `json:"errorResourceVersion"`
 	} `json:"bgpConfig"`
+	Parts []struct {
+		Name        string `json:"name"`
+		State       string `json:"state"`
+		LastError   string `json:"lastError"`
+		LastSuccess string `json:"lastSuccess"`
+	} `json:"parts"`
 }
 
 func status(ctx context.Context, l *lab.Lab, n *lab.Node) (statusJSON, error) {
@@ -148,12 +200,13 @@ func status(ctx context.Context, l *lab.Lab, n *lab.Node) (statusJSON, error) {
 	return s, json.Unmarshal(out, &s)
 }
 
-// sessionHistory counts how often n's agent logged its session to its ToR
-// established so far (the agent logs every session state change); an equal
-// count before and after, with the session up now on both sides, means the
-// session never bounced. FRR cannot tell: a dynamic neighbour is deleted,
-// counters and all, when its session drops, and its up-since time is
-// derived from the clock at each query.
+// sessionHistory says how often n's session to its ToR came up so far,
+// from both ends: the agent logs every session state change, and the ToR's
+// bgpd logs every neighbour change (log-neighbor-changes is on in FRR's
+// datacenter defaults). Equal histories before and after, with the session
+// up now on both sides, mean the session never bounced. FRR's neighbour
+// counters cannot tell: a dynamic neighbour is deleted, counters and all,
+// when its session drops.
 func sessionHistory(ctx context.Context, l *lab.Lab, n *lab.Node) (string, error) {
 	var m map[string]struct {
 		BGPState string `json:"bgpState"`
@@ -175,7 +228,30 @@ func sessionHistory(ctx context.Context, l *lab.Lab, n *lab.Node) (string, error
 	if ups == 0 {
 		return "", fmt.Errorf("%s's log shows no established session to %s", n.Name, r.Name)
 	}
-	return fmt.Sprintf("the agent logged the session established %d times", ups), nil
+	frrUps, err := frrSessionUps(r, n)
+	if err != nil {
+		return "", err
+	}
+	if frrUps == 0 {
+		return "", fmt.Errorf("%s's bgpd log shows no session with %s coming up", r.Name, n.IP)
+	}
+	return fmt.Sprintf("the agent logged the session established %d times, %s logged it up %d times", ups, r.Name, frrUps), nil
+}
+
+// frrSessionUps counts the lines in which r's bgpd logged its session with
+// n coming up ("%ADJCHANGE: neighbor 10.4.94.11(...) in vrf default Up").
+func frrSessionUps(r *lab.Router, n *lab.Node) (int, error) {
+	log, err := r.BGPLog()
+	if err != nil {
+		return 0, err
+	}
+	ups := 0
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, "ADJCHANGE: neighbor "+n.IP.String()+"(") && strings.HasSuffix(strings.TrimSpace(line), " Up") {
+			ups++
+		}
+	}
+	return ups, nil
 }
 
 // waitForEvent waits for a Warning event on the bgp-config ConfigMap whose
@@ -536,8 +612,14 @@ func TestMD5PasswordIsEnforced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Two connect retries (5 s apart) must fail; this watches for a
-	// session coming up, it times nothing.
+	// Two connect retries (5 s apart) must fail, as both ends see it: the
+	// agent's session stays down, and the ToR neither logs the neighbour
+	// coming up nor holds the node's pod CIDR (only the node announces it).
+	// This watches for a session coming up; it times nothing.
+	frrBefore, err := frrSessionUps(r, n)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for deadline := time.Now().Add(12 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
 		s, err := state()
 		if err != nil {
@@ -546,6 +628,12 @@ func TestMD5PasswordIsEnforced(t *testing.T) {
 		if s == "established" {
 			t.Fatalf("the session to %s came up with the wrong TCP MD5 key", r.Name)
 		}
+		if nh, err := r.BestNextHop(ctx, n.PodCIDR.String()); err != nil || nh != "" {
+			t.Fatalf("%s holds %s via %q (err %v) although the node's key is wrong", r.Name, n.PodCIDR, nh, err)
+		}
+	}
+	if ups, err := frrSessionUps(r, n); err != nil || ups != frrBefore {
+		t.Fatalf("%s logged the session with %s up %d more times with the wrong key (err %v)", r.Name, n.IP, ups-frrBefore, err)
 	}
 	if _, err := l.ApplyBGPConfig(ctx, lab.BGPConfig); err != nil {
 		t.Fatal(err)

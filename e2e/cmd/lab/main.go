@@ -23,6 +23,11 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, *exit); err != nil {
+		if ctx.Err() != nil {
+			// Ctrl-C while coming up: Up tore down what it made.
+			fmt.Fprintln(os.Stderr, "lab: interrupted; torn down")
+			os.Exit(130)
+		}
 		fmt.Fprintln(os.Stderr, "lab:", err)
 		os.Exit(1)
 	}

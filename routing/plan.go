@@ -1,0 +1,257 @@
+package routing
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"routeagent.io/route-agent/cluster/snapshot"
+)
+
+// Kind says why the agent wants a route.
+type Kind string
+
+const (
+	// KindDirect is a route to another node's pod CIDR via that node's
+	// address, which is on-link from here (autoDirectNodeRoutes).
+	KindDirect Kind = "direct"
+	// KindBGP is a prefix learned from a BGP peer.
+	KindBGP Kind = "bgp"
+)
+
+// PlanOptions are the routing flags.
+type PlanOptions struct {
+	// AutoDirectNodeRoutes installs podCIDR via nodeIP for every other node
+	// whose address is on-link.
+	AutoDirectNodeRoutes bool
+	// InstallDefaultRoute allows a learned default route into the kernel.
+	InstallDefaultRoute bool
+}
+
+// Facts is what the planner needs to know of the kernel: its routing table
+// without the agent's own routes (so that a route the agent installed never
+// decides where the agent's routes go), and the links.
+type Facts struct {
+	// Routes are the main table's unicast routes of other protocols,
+	// connected routes included.
+	Routes []FactRoute
+	// Links maps link index to name and state.
+	Links map[int]Link
+}
+
+// FactRoute is one route of the kernel's table.
+type FactRoute struct {
+	Dst netip.Prefix
+	// Gw is zero for a route on the link (a connected route).
+	Gw        netip.Addr
+	LinkIndex int
+	// Metric orders routes of equal prefix length; lower wins.
+	Metric int
+}
+
+// Link is a network device.
+type Link struct {
+	Name string
+	Up   bool
+}
+
+// Planned is one route the agent wants, with why, and whether the plan
+// refused it.
+type Planned struct {
+	// Route is what goes into the kernel; for a refused route only Dst
+	// (and Gw, when known) are set.
+	Route Route
+	Kind  Kind
+	// For is what the route serves: the node name for a direct route, the
+	// peer's address for a BGP route.
+	For string
+	// Refused, when not empty, says why the route is not installed.
+	Refused string
+}
+
+// Desired is the routing part's plan.
+type Desired struct {
+	// Routes are sorted by prefix, then kind.
+	Routes []Planned
+}
+
+// Kernel returns the routes to install: those not refused.
+func (d Desired) Kernel() []Route {
+	out := make([]Route, 0, len(d.Routes))
+	for _, p := range d.Routes {
+		if p.Refused == "" {
+			out = append(out, p.Route)
+		}
+	}
+	return out
+}
+
+// Plan computes the kernel routes this node should have: a direct route to
+// each other node's pod CIDRs when that node is on-link, and every prefix
+// learned over BGP via its next hop, resolved through the kernel's table as
+// a router would. It does no I/O.
+//
+// Import guards for learned prefixes: a default route only when asked; never
+// a prefix equal to or inside this node's own pod CIDRs, nor one equal to a
+// connected prefix; and a direct route wins over a learned one for the same
+// prefix.
+func Plan(s *snapshot.Snapshot, f Facts, o PlanOptions) (Desired, []string) {
+	var d Desired
+	var warnings []string
+	if s.Self == nil {
+		return d, nil
+	}
+	r := resolver{facts: f}
+	taken := map[netip.Prefix]bool{}
+	own := s.Self.PodCIDRs
+
+	if o.AutoDirectNodeRoutes {
+		for i := range s.Nodes {
+			n := &s.Nodes[i]
+			if n.Name == s.Self.Name {
+				continue
+			}
+			for _, c := range n.PodCIDRs {
+				ip, ok := n.InternalIP(c.Addr().Is6())
+				if !ok {
+					continue
+				}
+				link, onLink := r.onLink(ip)
+				if !onLink {
+					continue // seed 004: only nodes on this L2 segment get a direct route
+				}
+				if slices.ContainsFunc(own, func(p netip.Prefix) bool { return p.Overlaps(c) }) {
+					warnings = append(warnings, fmt.Sprintf("node %s's pod CIDR %s overlaps this node's %v: no route", n.Name, c, own))
+					continue
+				}
+				if taken[c] {
+					warnings = append(warnings, fmt.Sprintf("pod CIDR %s of node %s is claimed by another node too: no second route", c, n.Name))
+					continue
+				}
+				taken[c] = true
+				d.Routes = append(d.Routes, Planned{Route: Route{Dst: c, Gw: ip, LinkIndex: link}, Kind: KindDirect, For: n.Name})
+			}
+		}
+	}
+
+	learned := map[netip.Prefix]bool{}
+	for _, l := range s.Learned {
+		if learned[l.Prefix] {
+			continue // one best path per prefix; a second is the other family's twin of nothing
+		}
+		learned[l.Prefix] = true
+		p := Planned{Route: Route{Dst: l.Prefix.Masked(), Gw: l.NextHop}, Kind: KindBGP, For: l.Peer.String()}
+		switch {
+		case taken[p.Route.Dst]:
+			continue // the direct route to that node wins; nothing to show
+		case l.Prefix.Bits() == 0 && !o.InstallDefaultRoute:
+			p.Refused = "learned default route (--install-default-route is off)"
+		case slices.ContainsFunc(own, func(c netip.Prefix) bool { return c.Overlaps(l.Prefix) && c.Bits() <= l.Prefix.Bits() }):
+			p.Refused = "inside this node's own pod CIDR"
+		case r.connected(l.Prefix):
+			p.Refused = "connected on this node"
+		default:
+			gw, link, why := r.resolve(l.NextHop, s.Learned)
+			if why != "" {
+				p.Refused = why
+			} else {
+				p.Route.Gw, p.Route.LinkIndex = gw, link
+			}
+		}
+		d.Routes = append(d.Routes, p)
+	}
+	slices.SortFunc(d.Routes, func(a, b Planned) int {
+		return cmp.Or(comparePrefix(a.Route.Dst, b.Route.Dst), cmp.Compare(a.Kind, b.Kind))
+	})
+	return d, warnings
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+}
+
+// resolver answers next-hop questions from the facts.
+type resolver struct{ facts Facts }
+
+// lookup is the kernel's longest-prefix match over the facts.
+func (r resolver) lookup(a netip.Addr) (FactRoute, bool) {
+	var best FactRoute
+	found := false
+	for _, fr := range r.facts.Routes {
+		if !fr.Dst.Contains(a) {
+			continue
+		}
+		if !found || fr.Dst.Bits() > best.Dst.Bits() || fr.Dst.Bits() == best.Dst.Bits() && fr.Metric < best.Metric {
+			best, found = fr, true
+		}
+	}
+	return best, found
+}
+
+// onLink reports whether a is reachable without a gateway, as the kernel
+// would route it, and on which link.
+func (r resolver) onLink(a netip.Addr) (int, bool) {
+	fr, ok := r.lookup(a)
+	if !ok || fr.Gw.IsValid() || !r.up(fr.LinkIndex) {
+		return 0, false
+	}
+	return fr.LinkIndex, true
+}
+
+func (r resolver) up(link int) bool {
+	l, ok := r.facts.Links[link]
+	return !ok || l.Up // an unknown link is the kernel's business
+}
+
+// connected reports whether p is exactly a connected prefix of this node.
+func (r resolver) connected(p netip.Prefix) bool {
+	for _, fr := range r.facts.Routes {
+		if fr.Dst == p && !fr.Gw.IsValid() {
+			return true
+		}
+	}
+	return false
+}
+
+// resolve finds how to reach a BGP next hop: on-link directly; else through
+// another learned prefix whose own next hop is on-link (a ToR passing on an
+// iBGP next hop it learned elsewhere); else through the kernel's table (the
+// default route, say). It returns the gateway to install and its link, or
+// why the next hop is unreachable.
+func (r resolver) resolve(nh netip.Addr, learned []snapshot.LearnedRoute) (netip.Addr, int, string) {
+	if !nh.IsValid() || nh.IsUnspecified() {
+		return netip.Addr{}, 0, "no next hop"
+	}
+	if link, ok := r.onLink(nh); ok {
+		return nh, link, ""
+	}
+	// The most specific learned prefix covering the next hop, one level
+	// deep, as a router resolves a recursive next hop.
+	var via *snapshot.LearnedRoute
+	for i := range learned {
+		l := &learned[i]
+		if l.Prefix.Contains(nh) && l.NextHop != nh && (via == nil || l.Prefix.Bits() > via.Prefix.Bits()) {
+			via = l
+		}
+	}
+	if via != nil {
+		if link, ok := r.onLink(via.NextHop); ok {
+			return via.NextHop, link, ""
+		}
+	}
+	fr, ok := r.lookup(nh)
+	if !ok {
+		return netip.Addr{}, 0, fmt.Sprintf("next hop %s unreachable: no route to it", nh)
+	}
+	if !r.up(fr.LinkIndex) {
+		return netip.Addr{}, 0, fmt.Sprintf("next hop %s unreachable: link %s is down", nh, r.facts.Links[fr.LinkIndex].Name)
+	}
+	if !fr.Gw.IsValid() {
+		return nh, fr.LinkIndex, ""
+	}
+	if link, ok := r.onLink(fr.Gw); ok {
+		return fr.Gw, link, ""
+	}
+	return netip.Addr{}, 0, fmt.Sprintf("next hop %s unreachable: its route via %s is not on-link", nh, fr.Gw)
+}
