@@ -40,6 +40,8 @@ type Speaker struct {
 	uuids   map[netip.Prefix][]byte
 	stopped bool
 
+	learned *learned
+
 	// running mirrors global for readers (status, metrics, the next plan)
 	// that must not wait for a Set in progress; passwords likewise for the
 	// log adapter, which GoBGP calls while Set holds mu.
@@ -51,7 +53,7 @@ type Speaker struct {
 // listens on no port until Set gives it peers. fatal is called if GoBGP
 // reports an error it cannot go on from; the agent should then shut down.
 func NewSpeaker(log *slog.Logger, fatal func(error)) *Speaker {
-	s := &Speaker{log: log, peers: map[netip.Addr]Peer{}, paths: map[netip.Prefix]Path{}, uuids: map[netip.Prefix][]byte{}}
+	s := &Speaker{log: log, peers: map[netip.Addr]Peer{}, paths: map[netip.Prefix]Path{}, uuids: map[netip.Prefix][]byte{}, learned: newLearned()}
 	s.srv = server.NewBgpServer(server.LoggerOption(slogAdapter{l: log, secrets: s.secrets, fatal: fatal}))
 	go s.srv.Serve()
 	return s
@@ -129,6 +131,7 @@ func (s *Speaker) forget() {
 	clear(s.peers)
 	clear(s.paths)
 	clear(s.uuids)
+	s.learned.clear()
 }
 
 // Set applies d. It keeps going after a failure and returns all errors

@@ -1,8 +1,10 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"net/netip"
+	"slices"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -11,6 +13,7 @@ import (
 	"routeagent.io/route-agent/bgp"
 	"routeagent.io/route-agent/cluster/snapshot"
 	"routeagent.io/route-agent/engine"
+	"routeagent.io/route-agent/routing"
 )
 
 // Engine is what the API reads of the agent's engine.
@@ -27,11 +30,19 @@ type Speaker interface {
 	Routes(ctx context.Context, advertised bool, peer netip.Addr) ([]bgp.RouteStatus, error)
 }
 
+// Routing is what the API reads of the routing part.
+type Routing interface {
+	Routes() []routing.RouteView
+	Options() routing.PlanOptions
+	Stats() routing.Stats
+}
+
 // Handlers answer routectl from what the agent last saw and did.
 type Handlers struct {
 	apiv1.UnimplementedAgentServer
 	Engine  Engine
 	Speaker Speaker
+	Routing Routing
 }
 
 // Status implements apiv1.AgentServer.
@@ -50,6 +61,7 @@ func (h *Handlers) Status(context.Context, *apiv1.StatusRequest) (*apiv1.StatusR
 			Warnings: st.Warnings,
 		})
 	}
+	r.Routing = h.routingStatus()
 	s := h.Engine.Snapshot()
 	r.NodeName = s.NodeName
 	if s.Self != nil {
@@ -109,12 +121,75 @@ func (h *Handlers) ListBGPRoutes(ctx context.Context, r *apiv1.ListBGPRoutesRequ
 	if err != nil {
 		return nil, err
 	}
+	received := r.GetDirection() == apiv1.ListBGPRoutesRequest_RECEIVED
+	var views map[netip.Prefix][]routing.RouteView
+	if received {
+		views = map[netip.Prefix][]routing.RouteView{}
+		for _, v := range h.Routing.Routes() {
+			views[v.Prefix] = append(views[v.Prefix], v)
+		}
+	}
 	resp := &apiv1.ListBGPRoutesResponse{}
 	for _, rt := range routes {
-		resp.Routes = append(resp.Routes, &apiv1.BGPRoute{
+		br := &apiv1.BGPRoute{
 			PeerAddress: rt.PeerAddress, Family: rt.Family, Prefix: rt.Prefix.String(),
 			NextHop: rt.NextHop, AsPath: rt.ASPath,
-		})
+		}
+		if received {
+			br.Kernel = kernelState(rt, views[rt.Prefix.Masked()])
+		}
+		resp.Routes = append(resp.Routes, br)
 	}
 	return resp, nil
+}
+
+// kernelState says what became of a received path in the kernel.
+func kernelState(rt bgp.RouteStatus, views []routing.RouteView) string {
+	for _, v := range views {
+		switch {
+		case v.Kind == routing.KindDirect:
+			return "not installed: the direct route to " + v.For + " wins"
+		case v.For != rt.PeerAddress:
+			return "not best: " + v.For + "'s path is"
+		case v.Reason != "":
+			return v.State + ": " + v.Reason
+		default:
+			return v.State
+		}
+	}
+	return "not best"
+}
+
+// ListRoutes implements apiv1.AgentServer.
+func (h *Handlers) ListRoutes(context.Context, *apiv1.ListRoutesRequest) (*apiv1.ListRoutesResponse, error) {
+	resp := &apiv1.ListRoutesResponse{}
+	for _, v := range h.Routing.Routes() {
+		r := &apiv1.Route{Prefix: v.Prefix.String(), Device: v.Device, Kind: string(v.Kind), For: v.For,
+			State: v.State, Reason: v.Reason, SinceUnixMs: unixMs(v.Since)}
+		if v.NextHop.IsValid() {
+			r.NextHop = v.NextHop.String()
+		}
+		resp.Routes = append(resp.Routes, r)
+	}
+	return resp, nil
+}
+
+func (h *Handlers) routingStatus() *apiv1.RoutingStatus {
+	o := h.Routing.Options()
+	st := &apiv1.RoutingStatus{Mode: "native", AutoDirectNodeRoutes: o.AutoDirectNodeRoutes,
+		InstallDefaultRoute: o.InstallDefaultRoute, Heals: h.Routing.Stats().Heals}
+	counts := map[[2]string]uint32{}
+	var order [][2]string
+	for _, v := range h.Routing.Routes() {
+		k := [2]string{string(v.Kind), v.State}
+		if counts[k] == 0 {
+			order = append(order, k)
+		}
+		counts[k]++
+	}
+	slices.SortFunc(order, func(a, b [2]string) int { return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1])) })
+	for _, k := range order {
+		st.Counts = append(st.Counts, &apiv1.RouteCount{Kind: k[0], State: k[1], Count: counts[k]})
+	}
+	return st
 }

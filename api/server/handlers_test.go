@@ -21,6 +21,7 @@ import (
 	"routeagent.io/route-agent/bgp"
 	"routeagent.io/route-agent/cluster/snapshot"
 	"routeagent.io/route-agent/engine"
+	"routeagent.io/route-agent/routing"
 )
 
 type fakeEngine struct {
@@ -53,6 +54,82 @@ func (f *fakeSpeaker) Routes(_ context.Context, advertised bool, peer netip.Addr
 	return f.routes, f.err
 }
 
+type fakeRouting struct {
+	routes []routing.RouteView
+	opts   routing.PlanOptions
+	heals  uint64
+}
+
+func (f fakeRouting) Routes() []routing.RouteView  { return f.routes }
+func (f fakeRouting) Options() routing.PlanOptions { return f.opts }
+func (f fakeRouting) Stats() routing.Stats         { return routing.Stats{Heals: f.heals} }
+
+var labRoutes = fakeRouting{
+	opts:  routing.PlanOptions{AutoDirectNodeRoutes: true},
+	heals: 2,
+	routes: []routing.RouteView{
+		{Prefix: netip.MustParsePrefix("0.0.0.0/0"), NextHop: netip.MustParseAddr("10.4.94.1"), Kind: routing.KindBGP, For: "10.4.94.1",
+			State: "refused", Reason: "learned default route (--install-default-route is off)", Since: time.UnixMilli(5000)},
+		{Prefix: netip.MustParsePrefix("10.5.114.0/24"), NextHop: netip.MustParseAddr("10.4.94.12"), Device: "eth0", Kind: routing.KindDirect,
+			For: "rack94-node2", State: "installed", Since: time.UnixMilli(6000)},
+		{Prefix: netip.MustParsePrefix("10.5.119.0/24"), NextHop: netip.MustParseAddr("10.4.94.1"), Device: "eth0", Kind: routing.KindBGP,
+			For: "10.4.94.1", State: "installed", Since: time.UnixMilli(7000)},
+	},
+}
+
+func TestListRoutes(t *testing.T) {
+	h := &Handlers{Engine: fakeEngine{snap: &snapshot.Snapshot{}}, Speaker: &fakeSpeaker{}, Routing: labRoutes}
+	got, err := h.ListRoutes(context.Background(), &apiv1.ListRoutesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &apiv1.ListRoutesResponse{Routes: []*apiv1.Route{
+		{Prefix: "0.0.0.0/0", NextHop: "10.4.94.1", Kind: "bgp", For: "10.4.94.1", State: "refused",
+			Reason: "learned default route (--install-default-route is off)", SinceUnixMs: 5000},
+		{Prefix: "10.5.114.0/24", NextHop: "10.4.94.12", Device: "eth0", Kind: "direct", For: "rack94-node2", State: "installed", SinceUnixMs: 6000},
+		{Prefix: "10.5.119.0/24", NextHop: "10.4.94.1", Device: "eth0", Kind: "bgp", For: "10.4.94.1", State: "installed", SinceUnixMs: 7000},
+	}}
+	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+		t.Errorf("ListRoutes (-want +got):\n%s", diff)
+	}
+}
+
+// Received paths say what became of them in the kernel.
+func TestListBGPRoutesReceivedKernelState(t *testing.T) {
+	rs := func(prefix, peer string) bgp.RouteStatus {
+		return bgp.RouteStatus{PeerAddress: peer, Family: "ipv4/unicast", Prefix: netip.MustParsePrefix(prefix), NextHop: peer}
+	}
+	sp := &fakeSpeaker{routes: []bgp.RouteStatus{
+		rs("0.0.0.0/0", "10.4.94.1"), rs("10.5.114.0/24", "10.4.94.1"), rs("10.5.119.0/24", "10.4.94.1"),
+		rs("10.5.119.0/24", "10.4.94.2"), rs("10.9.0.0/16", "10.4.94.1"),
+	}}
+	h := &Handlers{Engine: fakeEngine{snap: &snapshot.Snapshot{}}, Speaker: sp, Routing: labRoutes}
+	got, err := h.ListBGPRoutes(context.Background(), &apiv1.ListBGPRoutesRequest{Direction: apiv1.ListBGPRoutesRequest_RECEIVED})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var states []string
+	for _, r := range got.GetRoutes() {
+		states = append(states, r.GetPrefix()+" from "+r.GetPeerAddress()+": "+r.GetKernel())
+	}
+	want := []string{
+		"0.0.0.0/0 from 10.4.94.1: refused: learned default route (--install-default-route is off)",
+		"10.5.114.0/24 from 10.4.94.1: not installed: the direct route to rack94-node2 wins",
+		"10.5.119.0/24 from 10.4.94.1: installed",
+		"10.5.119.0/24 from 10.4.94.2: not best: 10.4.94.1's path is",
+		"10.9.0.0/16 from 10.4.94.1: not best",
+	}
+	if diff := cmp.Diff(want, states); diff != "" {
+		t.Errorf("kernel states (-want +got):\n%s", diff)
+	}
+	adv, _ := h.ListBGPRoutes(context.Background(), &apiv1.ListBGPRoutesRequest{Direction: apiv1.ListBGPRoutesRequest_ADVERTISED})
+	for _, r := range adv.GetRoutes() {
+		if r.GetKernel() != "" {
+			t.Errorf("advertised %s has kernel state %q", r.GetPrefix(), r.GetKernel())
+		}
+	}
+}
+
 func TestStatus(t *testing.T) {
 	t0 := time.UnixMilli(1_700_000_000_000)
 	self := snapshot.Node{Name: "n1", InternalIPs: []netip.Addr{netip.MustParseAddr("10.4.94.11")},
@@ -69,6 +146,7 @@ func TestStatus(t *testing.T) {
 			ready: false, reasons: []string{"routing: never applied: EPERM"},
 		},
 		Speaker: &fakeSpeaker{global: bgp.Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.94.11")}},
+		Routing: labRoutes,
 	}
 	got, err := h.Status(context.Background(), &apiv1.StatusRequest{})
 	if err != nil {
@@ -85,6 +163,9 @@ func TestStatus(t *testing.T) {
 				FailingSinceUnixMs: t0.UnixMilli(), NextRetryUnixMs: t0.UnixMilli() + 1000},
 		},
 		NotReadyReasons: []string{"routing: never applied: EPERM"},
+		Routing: &apiv1.RoutingStatus{Mode: "native", AutoDirectNodeRoutes: true, Heals: 2, Counts: []*apiv1.RouteCount{
+			{Kind: "bgp", State: "installed", Count: 1}, {Kind: "bgp", State: "refused", Count: 1}, {Kind: "direct", State: "installed", Count: 1},
+		}},
 	}
 	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
 		t.Errorf("Status (-want +got):\n%s", diff)
@@ -94,7 +175,7 @@ func TestStatus(t *testing.T) {
 func TestListBGPRoutesParsesPeer(t *testing.T) {
 	sp := &fakeSpeaker{routes: []bgp.RouteStatus{{PeerAddress: "10.4.94.1", Family: "ipv4/unicast",
 		Prefix: netip.MustParsePrefix("10.5.119.0/24"), NextHop: "10.4.94.1", ASPath: []uint32{64524, 64512}}}}
-	h := &Handlers{Engine: fakeEngine{snap: &snapshot.Snapshot{}}, Speaker: sp}
+	h := &Handlers{Engine: fakeEngine{snap: &snapshot.Snapshot{}}, Speaker: sp, Routing: fakeRouting{}}
 	r, err := h.ListBGPRoutes(context.Background(), &apiv1.ListBGPRoutesRequest{Direction: apiv1.ListBGPRoutesRequest_RECEIVED, PeerAddress: "10.4.94.1"})
 	if err != nil || len(r.GetRoutes()) != 1 || r.GetRoutes()[0].GetPrefix() != "10.5.119.0/24" {
 		t.Fatalf("ListBGPRoutes = %v, %v", r, err)

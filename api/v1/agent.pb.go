@@ -68,7 +68,7 @@ func (x ListBGPRoutesRequest_Direction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ListBGPRoutesRequest_Direction.Descriptor instead.
 func (ListBGPRoutesRequest_Direction) EnumDescriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7, 0}
+	return file_agent_proto_rawDescGZIP(), []int{9, 0}
 }
 
 type StatusRequest struct {
@@ -123,8 +123,9 @@ type StatusResponse struct {
 	// Every part of the agent (bgp, routing, ...) in the order they run.
 	Parts []*PartStatus `protobuf:"bytes,10,rep,name=parts,proto3" json:"parts,omitempty"`
 	// Whether the readiness probe passes, and if not, why.
-	Ready           bool     `protobuf:"varint,11,opt,name=ready,proto3" json:"ready,omitempty"`
-	NotReadyReasons []string `protobuf:"bytes,12,rep,name=not_ready_reasons,json=notReadyReasons,proto3" json:"not_ready_reasons,omitempty"`
+	Ready           bool           `protobuf:"varint,11,opt,name=ready,proto3" json:"ready,omitempty"`
+	NotReadyReasons []string       `protobuf:"bytes,12,rep,name=not_ready_reasons,json=notReadyReasons,proto3" json:"not_ready_reasons,omitempty"`
+	Routing         *RoutingStatus `protobuf:"bytes,13,opt,name=routing,proto3" json:"routing,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -229,6 +230,153 @@ func (x *StatusResponse) GetNotReadyReasons() []string {
 	return nil
 }
 
+func (x *StatusResponse) GetRouting() *RoutingStatus {
+	if x != nil {
+		return x.Routing
+	}
+	return nil
+}
+
+// RoutingStatus summarises the kernel routes (the routing part's last
+// reconcile and error are in parts).
+type RoutingStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "native" (routes to pod CIDRs without encapsulation).
+	Mode                 string        `protobuf:"bytes,1,opt,name=mode,proto3" json:"mode,omitempty"`
+	AutoDirectNodeRoutes bool          `protobuf:"varint,2,opt,name=auto_direct_node_routes,json=autoDirectNodeRoutes,proto3" json:"auto_direct_node_routes,omitempty"`
+	InstallDefaultRoute  bool          `protobuf:"varint,3,opt,name=install_default_route,json=installDefaultRoute,proto3" json:"install_default_route,omitempty"`
+	Counts               []*RouteCount `protobuf:"bytes,4,rep,name=counts,proto3" json:"counts,omitempty"`
+	// Routes put back after they went missing from the kernel.
+	Heals         uint64 `protobuf:"varint,5,opt,name=heals,proto3" json:"heals,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoutingStatus) Reset() {
+	*x = RoutingStatus{}
+	mi := &file_agent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoutingStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoutingStatus) ProtoMessage() {}
+
+func (x *RoutingStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoutingStatus.ProtoReflect.Descriptor instead.
+func (*RoutingStatus) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RoutingStatus) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *RoutingStatus) GetAutoDirectNodeRoutes() bool {
+	if x != nil {
+		return x.AutoDirectNodeRoutes
+	}
+	return false
+}
+
+func (x *RoutingStatus) GetInstallDefaultRoute() bool {
+	if x != nil {
+		return x.InstallDefaultRoute
+	}
+	return false
+}
+
+func (x *RoutingStatus) GetCounts() []*RouteCount {
+	if x != nil {
+		return x.Counts
+	}
+	return nil
+}
+
+func (x *RoutingStatus) GetHeals() uint64 {
+	if x != nil {
+		return x.Heals
+	}
+	return 0
+}
+
+type RouteCount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	State         string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	Count         uint32                 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RouteCount) Reset() {
+	*x = RouteCount{}
+	mi := &file_agent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RouteCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RouteCount) ProtoMessage() {}
+
+func (x *RouteCount) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RouteCount.ProtoReflect.Descriptor instead.
+func (*RouteCount) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RouteCount) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *RouteCount) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *RouteCount) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 // PartStatus is one part of the agent: a plan and the reconciler applying it.
 type PartStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -256,7 +404,7 @@ type PartStatus struct {
 
 func (x *PartStatus) Reset() {
 	*x = PartStatus{}
-	mi := &file_agent_proto_msgTypes[2]
+	mi := &file_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -268,7 +416,7 @@ func (x *PartStatus) String() string {
 func (*PartStatus) ProtoMessage() {}
 
 func (x *PartStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[2]
+	mi := &file_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -281,7 +429,7 @@ func (x *PartStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartStatus.ProtoReflect.Descriptor instead.
 func (*PartStatus) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{2}
+	return file_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PartStatus) GetName() string {
@@ -380,7 +528,7 @@ type ConfigStatus struct {
 
 func (x *ConfigStatus) Reset() {
 	*x = ConfigStatus{}
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -392,7 +540,7 @@ func (x *ConfigStatus) String() string {
 func (*ConfigStatus) ProtoMessage() {}
 
 func (x *ConfigStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -405,7 +553,7 @@ func (x *ConfigStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigStatus.ProtoReflect.Descriptor instead.
 func (*ConfigStatus) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{3}
+	return file_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ConfigStatus) GetSource() string {
@@ -451,7 +599,7 @@ type ListBGPPeersRequest struct {
 
 func (x *ListBGPPeersRequest) Reset() {
 	*x = ListBGPPeersRequest{}
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -463,7 +611,7 @@ func (x *ListBGPPeersRequest) String() string {
 func (*ListBGPPeersRequest) ProtoMessage() {}
 
 func (x *ListBGPPeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -476,7 +624,7 @@ func (x *ListBGPPeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBGPPeersRequest.ProtoReflect.Descriptor instead.
 func (*ListBGPPeersRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{4}
+	return file_agent_proto_rawDescGZIP(), []int{6}
 }
 
 type ListBGPPeersResponse struct {
@@ -488,7 +636,7 @@ type ListBGPPeersResponse struct {
 
 func (x *ListBGPPeersResponse) Reset() {
 	*x = ListBGPPeersResponse{}
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +648,7 @@ func (x *ListBGPPeersResponse) String() string {
 func (*ListBGPPeersResponse) ProtoMessage() {}
 
 func (x *ListBGPPeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,7 +661,7 @@ func (x *ListBGPPeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBGPPeersResponse.ProtoReflect.Descriptor instead.
 func (*ListBGPPeersResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListBGPPeersResponse) GetPeers() []*BGPPeerFamily {
@@ -543,7 +691,7 @@ type BGPPeerFamily struct {
 
 func (x *BGPPeerFamily) Reset() {
 	*x = BGPPeerFamily{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -555,7 +703,7 @@ func (x *BGPPeerFamily) String() string {
 func (*BGPPeerFamily) ProtoMessage() {}
 
 func (x *BGPPeerFamily) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -568,7 +716,7 @@ func (x *BGPPeerFamily) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BGPPeerFamily.ProtoReflect.Descriptor instead.
 func (*BGPPeerFamily) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BGPPeerFamily) GetLocalAs() uint32 {
@@ -645,7 +793,7 @@ type ListBGPRoutesRequest struct {
 
 func (x *ListBGPRoutesRequest) Reset() {
 	*x = ListBGPRoutesRequest{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -657,7 +805,7 @@ func (x *ListBGPRoutesRequest) String() string {
 func (*ListBGPRoutesRequest) ProtoMessage() {}
 
 func (x *ListBGPRoutesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -670,7 +818,7 @@ func (x *ListBGPRoutesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBGPRoutesRequest.ProtoReflect.Descriptor instead.
 func (*ListBGPRoutesRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListBGPRoutesRequest) GetDirection() ListBGPRoutesRequest_Direction {
@@ -696,7 +844,7 @@ type ListBGPRoutesResponse struct {
 
 func (x *ListBGPRoutesResponse) Reset() {
 	*x = ListBGPRoutesResponse{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -708,7 +856,7 @@ func (x *ListBGPRoutesResponse) String() string {
 func (*ListBGPRoutesResponse) ProtoMessage() {}
 
 func (x *ListBGPRoutesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -721,7 +869,7 @@ func (x *ListBGPRoutesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBGPRoutesResponse.ProtoReflect.Descriptor instead.
 func (*ListBGPRoutesResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListBGPRoutesResponse) GetRoutes() []*BGPRoute {
@@ -732,19 +880,23 @@ func (x *ListBGPRoutesResponse) GetRoutes() []*BGPRoute {
 }
 
 type BGPRoute struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	PeerAddress   string                 `protobuf:"bytes,1,opt,name=peer_address,json=peerAddress,proto3" json:"peer_address,omitempty"`
-	Family        string                 `protobuf:"bytes,2,opt,name=family,proto3" json:"family,omitempty"`
-	Prefix        string                 `protobuf:"bytes,3,opt,name=prefix,proto3" json:"prefix,omitempty"`
-	NextHop       string                 `protobuf:"bytes,4,opt,name=next_hop,json=nextHop,proto3" json:"next_hop,omitempty"`
-	AsPath        []uint32               `protobuf:"varint,5,rep,packed,name=as_path,json=asPath,proto3" json:"as_path,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	PeerAddress string                 `protobuf:"bytes,1,opt,name=peer_address,json=peerAddress,proto3" json:"peer_address,omitempty"`
+	Family      string                 `protobuf:"bytes,2,opt,name=family,proto3" json:"family,omitempty"`
+	Prefix      string                 `protobuf:"bytes,3,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	NextHop     string                 `protobuf:"bytes,4,opt,name=next_hop,json=nextHop,proto3" json:"next_hop,omitempty"`
+	AsPath      []uint32               `protobuf:"varint,5,rep,packed,name=as_path,json=asPath,proto3" json:"as_path,omitempty"`
+	// For received paths: what the routing part made of the prefix
+	// ("installed", "refused: <why>", "pending: <why>", "not best": another
+	// peer's path won); empty for advertised paths.
+	Kernel        string `protobuf:"bytes,6,opt,name=kernel,proto3" json:"kernel,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BGPRoute) Reset() {
 	*x = BGPRoute{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -756,7 +908,7 @@ func (x *BGPRoute) String() string {
 func (*BGPRoute) ProtoMessage() {}
 
 func (x *BGPRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -769,7 +921,7 @@ func (x *BGPRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BGPRoute.ProtoReflect.Descriptor instead.
 func (*BGPRoute) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *BGPRoute) GetPeerAddress() string {
@@ -807,12 +959,206 @@ func (x *BGPRoute) GetAsPath() []uint32 {
 	return nil
 }
 
+func (x *BGPRoute) GetKernel() string {
+	if x != nil {
+		return x.Kernel
+	}
+	return ""
+}
+
+type ListRoutesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRoutesRequest) Reset() {
+	*x = ListRoutesRequest{}
+	mi := &file_agent_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRoutesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRoutesRequest) ProtoMessage() {}
+
+func (x *ListRoutesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRoutesRequest.ProtoReflect.Descriptor instead.
+func (*ListRoutesRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{12}
+}
+
+type ListRoutesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Routes        []*Route               `protobuf:"bytes,1,rep,name=routes,proto3" json:"routes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRoutesResponse) Reset() {
+	*x = ListRoutesResponse{}
+	mi := &file_agent_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRoutesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRoutesResponse) ProtoMessage() {}
+
+func (x *ListRoutesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRoutesResponse.ProtoReflect.Descriptor instead.
+func (*ListRoutesResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ListRoutesResponse) GetRoutes() []*Route {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+// Route is one kernel route the agent manages.
+type Route struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Prefix string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// Empty for a route on the link.
+	NextHop string `protobuf:"bytes,2,opt,name=next_hop,json=nextHop,proto3" json:"next_hop,omitempty"`
+	Device  string `protobuf:"bytes,3,opt,name=device,proto3" json:"device,omitempty"`
+	// "direct" or "bgp"
+	Kind string `protobuf:"bytes,4,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The node a direct route leads to, the peer a BGP route came from.
+	For string `protobuf:"bytes,5,opt,name=for,proto3" json:"for,omitempty"`
+	// "installed", "refused", "pending" or "failed"; reason says why a route
+	// is not installed.
+	State  string `protobuf:"bytes,6,opt,name=state,proto3" json:"state,omitempty"`
+	Reason string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Since when the route is in this state, Unix milliseconds.
+	SinceUnixMs   int64 `protobuf:"varint,8,opt,name=since_unix_ms,json=sinceUnixMs,proto3" json:"since_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Route) Reset() {
+	*x = Route{}
+	mi := &file_agent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Route) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Route) ProtoMessage() {}
+
+func (x *Route) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Route.ProtoReflect.Descriptor instead.
+func (*Route) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Route) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *Route) GetNextHop() string {
+	if x != nil {
+		return x.NextHop
+	}
+	return ""
+}
+
+func (x *Route) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+func (x *Route) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Route) GetFor() string {
+	if x != nil {
+		return x.For
+	}
+	return ""
+}
+
+func (x *Route) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Route) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Route) GetSinceUnixMs() int64 {
+	if x != nil {
+		return x.SinceUnixMs
+	}
+	return 0
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"\vagent.proto\x12\rrouteagent.v1\"\x0f\n" +
-	"\rStatusRequest\"\xfc\x02\n" +
+	"\rStatusRequest\"\xb4\x03\n" +
 	"\x0eStatusResponse\x12\x1b\n" +
 	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12\x19\n" +
 	"\bnode_ips\x18\x02 \x03(\tR\anodeIps\x12\x1b\n" +
@@ -826,7 +1172,19 @@ const file_agent_proto_rawDesc = "" +
 	"\x05parts\x18\n" +
 	" \x03(\v2\x19.routeagent.v1.PartStatusR\x05parts\x12\x14\n" +
 	"\x05ready\x18\v \x01(\bR\x05ready\x12*\n" +
-	"\x11not_ready_reasons\x18\f \x03(\tR\x0fnotReadyReasonsJ\x04\b\x06\x10\aJ\x04\b\a\x10\b\"\x85\x03\n" +
+	"\x11not_ready_reasons\x18\f \x03(\tR\x0fnotReadyReasons\x126\n" +
+	"\arouting\x18\r \x01(\v2\x1c.routeagent.v1.RoutingStatusR\aroutingJ\x04\b\x06\x10\aJ\x04\b\a\x10\b\"\xd7\x01\n" +
+	"\rRoutingStatus\x12\x12\n" +
+	"\x04mode\x18\x01 \x01(\tR\x04mode\x125\n" +
+	"\x17auto_direct_node_routes\x18\x02 \x01(\bR\x14autoDirectNodeRoutes\x122\n" +
+	"\x15install_default_route\x18\x03 \x01(\bR\x13installDefaultRoute\x121\n" +
+	"\x06counts\x18\x04 \x03(\v2\x19.routeagent.v1.RouteCountR\x06counts\x12\x14\n" +
+	"\x05heals\x18\x05 \x01(\x04R\x05heals\"L\n" +
+	"\n" +
+	"RouteCount\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\rR\x05count\"\x85\x03\n" +
 	"\n" +
 	"PartStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
@@ -871,17 +1229,32 @@ const file_agent_proto_rawDesc = "" +
 	"ADVERTISED\x10\x00\x12\f\n" +
 	"\bRECEIVED\x10\x01\"H\n" +
 	"\x15ListBGPRoutesResponse\x12/\n" +
-	"\x06routes\x18\x01 \x03(\v2\x17.routeagent.v1.BGPRouteR\x06routes\"\x91\x01\n" +
+	"\x06routes\x18\x01 \x03(\v2\x17.routeagent.v1.BGPRouteR\x06routes\"\xa9\x01\n" +
 	"\bBGPRoute\x12!\n" +
 	"\fpeer_address\x18\x01 \x01(\tR\vpeerAddress\x12\x16\n" +
 	"\x06family\x18\x02 \x01(\tR\x06family\x12\x16\n" +
 	"\x06prefix\x18\x03 \x01(\tR\x06prefix\x12\x19\n" +
 	"\bnext_hop\x18\x04 \x01(\tR\anextHop\x12\x17\n" +
-	"\aas_path\x18\x05 \x03(\rR\x06asPath2\x83\x02\n" +
+	"\aas_path\x18\x05 \x03(\rR\x06asPath\x12\x16\n" +
+	"\x06kernel\x18\x06 \x01(\tR\x06kernel\"\x13\n" +
+	"\x11ListRoutesRequest\"B\n" +
+	"\x12ListRoutesResponse\x12,\n" +
+	"\x06routes\x18\x01 \x03(\v2\x14.routeagent.v1.RouteR\x06routes\"\xca\x01\n" +
+	"\x05Route\x12\x16\n" +
+	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x19\n" +
+	"\bnext_hop\x18\x02 \x01(\tR\anextHop\x12\x16\n" +
+	"\x06device\x18\x03 \x01(\tR\x06device\x12\x12\n" +
+	"\x04kind\x18\x04 \x01(\tR\x04kind\x12\x10\n" +
+	"\x03for\x18\x05 \x01(\tR\x03for\x12\x14\n" +
+	"\x05state\x18\x06 \x01(\tR\x05state\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\x12\"\n" +
+	"\rsince_unix_ms\x18\b \x01(\x03R\vsinceUnixMs2\xd6\x02\n" +
 	"\x05Agent\x12E\n" +
 	"\x06Status\x12\x1c.routeagent.v1.StatusRequest\x1a\x1d.routeagent.v1.StatusResponse\x12W\n" +
 	"\fListBGPPeers\x12\".routeagent.v1.ListBGPPeersRequest\x1a#.routeagent.v1.ListBGPPeersResponse\x12Z\n" +
-	"\rListBGPRoutes\x12#.routeagent.v1.ListBGPRoutesRequest\x1a$.routeagent.v1.ListBGPRoutesResponseB(Z&routeagent.io/route-agent/api/v1;apiv1b\x06proto3"
+	"\rListBGPRoutes\x12#.routeagent.v1.ListBGPRoutesRequest\x1a$.routeagent.v1.ListBGPRoutesResponse\x12Q\n" +
+	"\n" +
+	"ListRoutes\x12 .routeagent.v1.ListRoutesRequest\x1a!.routeagent.v1.ListRoutesResponseB(Z&routeagent.io/route-agent/api/v1;apiv1b\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -896,37 +1269,47 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_agent_proto_goTypes = []any{
 	(ListBGPRoutesRequest_Direction)(0), // 0: routeagent.v1.ListBGPRoutesRequest.Direction
 	(*StatusRequest)(nil),               // 1: routeagent.v1.StatusRequest
 	(*StatusResponse)(nil),              // 2: routeagent.v1.StatusResponse
-	(*PartStatus)(nil),                  // 3: routeagent.v1.PartStatus
-	(*ConfigStatus)(nil),                // 4: routeagent.v1.ConfigStatus
-	(*ListBGPPeersRequest)(nil),         // 5: routeagent.v1.ListBGPPeersRequest
-	(*ListBGPPeersResponse)(nil),        // 6: routeagent.v1.ListBGPPeersResponse
-	(*BGPPeerFamily)(nil),               // 7: routeagent.v1.BGPPeerFamily
-	(*ListBGPRoutesRequest)(nil),        // 8: routeagent.v1.ListBGPRoutesRequest
-	(*ListBGPRoutesResponse)(nil),       // 9: routeagent.v1.ListBGPRoutesResponse
-	(*BGPRoute)(nil),                    // 10: routeagent.v1.BGPRoute
+	(*RoutingStatus)(nil),               // 3: routeagent.v1.RoutingStatus
+	(*RouteCount)(nil),                  // 4: routeagent.v1.RouteCount
+	(*PartStatus)(nil),                  // 5: routeagent.v1.PartStatus
+	(*ConfigStatus)(nil),                // 6: routeagent.v1.ConfigStatus
+	(*ListBGPPeersRequest)(nil),         // 7: routeagent.v1.ListBGPPeersRequest
+	(*ListBGPPeersResponse)(nil),        // 8: routeagent.v1.ListBGPPeersResponse
+	(*BGPPeerFamily)(nil),               // 9: routeagent.v1.BGPPeerFamily
+	(*ListBGPRoutesRequest)(nil),        // 10: routeagent.v1.ListBGPRoutesRequest
+	(*ListBGPRoutesResponse)(nil),       // 11: routeagent.v1.ListBGPRoutesResponse
+	(*BGPRoute)(nil),                    // 12: routeagent.v1.BGPRoute
+	(*ListRoutesRequest)(nil),           // 13: routeagent.v1.ListRoutesRequest
+	(*ListRoutesResponse)(nil),          // 14: routeagent.v1.ListRoutesResponse
+	(*Route)(nil),                       // 15: routeagent.v1.Route
 }
 var file_agent_proto_depIdxs = []int32{
-	4,  // 0: routeagent.v1.StatusResponse.bgp_config:type_name -> routeagent.v1.ConfigStatus
-	3,  // 1: routeagent.v1.StatusResponse.parts:type_name -> routeagent.v1.PartStatus
-	7,  // 2: routeagent.v1.ListBGPPeersResponse.peers:type_name -> routeagent.v1.BGPPeerFamily
-	0,  // 3: routeagent.v1.ListBGPRoutesRequest.direction:type_name -> routeagent.v1.ListBGPRoutesRequest.Direction
-	10, // 4: routeagent.v1.ListBGPRoutesResponse.routes:type_name -> routeagent.v1.BGPRoute
-	1,  // 5: routeagent.v1.Agent.Status:input_type -> routeagent.v1.StatusRequest
-	5,  // 6: routeagent.v1.Agent.ListBGPPeers:input_type -> routeagent.v1.ListBGPPeersRequest
-	8,  // 7: routeagent.v1.Agent.ListBGPRoutes:input_type -> routeagent.v1.ListBGPRoutesRequest
-	2,  // 8: routeagent.v1.Agent.Status:output_type -> routeagent.v1.StatusResponse
-	6,  // 9: routeagent.v1.Agent.ListBGPPeers:output_type -> routeagent.v1.ListBGPPeersResponse
-	9,  // 10: routeagent.v1.Agent.ListBGPRoutes:output_type -> routeagent.v1.ListBGPRoutesResponse
-	8,  // [8:11] is the sub-list for method output_type
-	5,  // [5:8] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	6,  // 0: routeagent.v1.StatusResponse.bgp_config:type_name -> routeagent.v1.ConfigStatus
+	5,  // 1: routeagent.v1.StatusResponse.parts:type_name -> routeagent.v1.PartStatus
+	3,  // 2: routeagent.v1.StatusResponse.routing:type_name -> routeagent.v1.RoutingStatus
+	4,  // 3: routeagent.v1.RoutingStatus.counts:type_name -> routeagent.v1.RouteCount
+	9,  // 4: routeagent.v1.ListBGPPeersResponse.peers:type_name -> routeagent.v1.BGPPeerFamily
+	0,  // 5: routeagent.v1.ListBGPRoutesRequest.direction:type_name -> routeagent.v1.ListBGPRoutesRequest.Direction
+	12, // 6: routeagent.v1.ListBGPRoutesResponse.routes:type_name -> routeagent.v1.BGPRoute
+	15, // 7: routeagent.v1.ListRoutesResponse.routes:type_name -> routeagent.v1.Route
+	1,  // 8: routeagent.v1.Agent.Status:input_type -> routeagent.v1.StatusRequest
+	7,  // 9: routeagent.v1.Agent.ListBGPPeers:input_type -> routeagent.v1.ListBGPPeersRequest
+	10, // 10: routeagent.v1.Agent.ListBGPRoutes:input_type -> routeagent.v1.ListBGPRoutesRequest
+	13, // 11: routeagent.v1.Agent.ListRoutes:input_type -> routeagent.v1.ListRoutesRequest
+	2,  // 12: routeagent.v1.Agent.Status:output_type -> routeagent.v1.StatusResponse
+	8,  // 13: routeagent.v1.Agent.ListBGPPeers:output_type -> routeagent.v1.ListBGPPeersResponse
+	11, // 14: routeagent.v1.Agent.ListBGPRoutes:output_type -> routeagent.v1.ListBGPRoutesResponse
+	14, // 15: routeagent.v1.Agent.ListRoutes:output_type -> routeagent.v1.ListRoutesResponse
+	12, // [12:16] is the sub-list for method output_type
+	8,  // [8:12] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -940,7 +1323,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,7 @@ const (
 	Agent_Status_FullMethodName        = "/routeagent.v1.Agent/Status"
 	Agent_ListBGPPeers_FullMethodName  = "/routeagent.v1.Agent/ListBGPPeers"
 	Agent_ListBGPRoutes_FullMethodName = "/routeagent.v1.Agent/ListBGPRoutes"
+	Agent_ListRoutes_FullMethodName    = "/routeagent.v1.Agent/ListRoutes"
 )
 
 // AgentClient is the client API for Agent service.
@@ -36,6 +37,8 @@ type AgentClient interface {
 	ListBGPPeers(ctx context.Context, in *ListBGPPeersRequest, opts ...grpc.CallOption) (*ListBGPPeersResponse, error)
 	// ListBGPRoutes returns the paths advertised to or received from peers.
 	ListBGPRoutes(ctx context.Context, in *ListBGPRoutesRequest, opts ...grpc.CallOption) (*ListBGPRoutesResponse, error)
+	// ListRoutes returns every kernel route the agent manages or refused.
+	ListRoutes(ctx context.Context, in *ListRoutesRequest, opts ...grpc.CallOption) (*ListRoutesResponse, error)
 }
 
 type agentClient struct {
@@ -76,6 +79,16 @@ func (c *agentClient) ListBGPRoutes(ctx context.Context, in *ListBGPRoutesReques
 	return out, nil
 }
 
+func (c *agentClient) ListRoutes(ctx context.Context, in *ListRoutesRequest, opts ...grpc.CallOption) (*ListRoutesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRoutesResponse)
+	err := c.cc.Invoke(ctx, Agent_ListRoutes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -86,6 +99,8 @@ type AgentServer interface {
 	ListBGPPeers(context.Context, *ListBGPPeersRequest) (*ListBGPPeersResponse, error)
 	// ListBGPRoutes returns the paths advertised to or received from peers.
 	ListBGPRoutes(context.Context, *ListBGPRoutesRequest) (*ListBGPRoutesResponse, error)
+	// ListRoutes returns every kernel route the agent manages or refused.
+	ListRoutes(context.Context, *ListRoutesRequest) (*ListRoutesResponse, error)
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -104,6 +119,9 @@ func (UnimplementedAgentServer) ListBGPPeers(context.Context, *ListBGPPeersReque
 }
 func (UnimplementedAgentServer) ListBGPRoutes(context.Context, *ListBGPRoutesRequest) (*ListBGPRoutesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListBGPRoutes not implemented")
+}
+func (UnimplementedAgentServer) ListRoutes(context.Context, *ListRoutesRequest) (*ListRoutesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListRoutes not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -180,6 +198,24 @@ func _Agent_ListBGPRoutes_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_ListRoutes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRoutesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).ListRoutes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_ListRoutes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).ListRoutes(ctx, req.(*ListRoutesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -198,6 +234,10 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListBGPRoutes",
 			Handler:    _Agent_ListBGPRoutes_Handler,
+		},
+		{
+			MethodName: "ListRoutes",
+			Handler:    _Agent_ListRoutes_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -30,6 +30,8 @@ import (
 	"routeagent.io/route-agent/cluster"
 	"routeagent.io/route-agent/cluster/snapshot"
 	"routeagent.io/route-agent/engine"
+	"routeagent.io/route-agent/routing"
+	"routeagent.io/route-agent/routing/cni"
 )
 
 type options struct {
@@ -43,6 +45,12 @@ type options struct {
 	health       string
 	stateDir     string
 	shutdownWait time.Duration
+
+	autoDirect     bool
+	installDefault bool
+	cniConfDir     string
+	cniIPAMDir     string
+	sysctlDir      string
 }
 
 func main() {
@@ -71,6 +79,12 @@ hop. routectl talks to it over --api-socket.`,
 	f.StringVar(&o.metrics, "metrics-listen", ":9955", "address serving Prometheus metrics on /metrics (and /healthz, /readyz); empty disables them")
 	f.StringVar(&o.health, "health-listen", "127.0.0.1:9956", "address serving the probes /healthz (liveness) and /readyz (readiness); empty disables them")
 	f.DurationVar(&o.shutdownWait, "shutdown-timeout", 10*time.Second, "on SIGTERM, how long to wait for API calls in flight and for the BGP speaker's Cease notifications")
+	f.BoolVar(&o.autoDirect, "auto-direct-node-routes", true, "route other nodes' pod CIDRs directly to nodes whose address is on-link (same L2 segment)")
+	f.BoolVar(&o.installDefault, "install-default-route", false, "install a default route learned over BGP (off: the host's own default route is never replaced)")
+	f.StringVar(&o.cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "directory to write "+cni.FileName+" into, from this node's pod CIDRs; empty for clusters that bring their own CNI")
+	f.StringVar(&o.cniIPAMDir, "cni-ipam-data-dir", "", "host-local IPAM state directory written into the CNI config; empty is the plugin's default (/var/lib/cni/networks)")
+	f.StringVar(&o.sysctlDir, "sysctl-dir", "/proc/sys", "the sysctl tree to set forwarding and rp_filter in (a container's /proc/sys is read-only: mount the host's /proc/sys/net elsewhere)")
+	cmd.AddCommand(cleanupCommand())
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -135,10 +149,22 @@ func run(ctx context.Context, o options) error {
 	}
 
 	speaker := bgp.NewSpeaker(log, fail)
+	kernel, err := routing.NewKernel(routing.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer kernel.Close()
+	routes := routing.NewPart(kernel, routing.PlanOptions{AutoDirectNodeRoutes: o.autoDirect, InstallDefaultRoute: o.installDefault},
+		&routing.Sysctls{Dir: o.sysctlDir, Log: log}, log)
+
 	eng := engine.New(engine.Options{Logger: log, Resync: o.resync})
 	eng.Add(engine.Func("bgp", func(s *snapshot.Snapshot) (bgp.Desired, []string) {
 		return bgp.Plan(s, speaker.Global())
 	}, speaker.Set))
+	eng.Add(routes)
+	if o.cniConfDir != "" {
+		eng.Add(cni.NewPart(o.cniConfDir, o.cniIPAMDir, log))
+	}
 	eng.AddCheck(bgp.ConfigCheck)
 
 	var wg sync.WaitGroup
@@ -150,9 +176,14 @@ func run(ctx context.Context, o options) error {
 		})
 	}
 	goRun(func() error {
-		return server.Serve(ctx, lis, &server.Handlers{Engine: eng, Speaker: speaker}, o.shutdownWait/2)
+		return server.Serve(ctx, lis, &server.Handlers{Engine: eng, Speaker: speaker, Routing: routes}, o.shutdownWait/2)
 	})
 	goRun(func() error { return speaker.WatchSessions(ctx) })
+	goRun(func() error {
+		return speaker.WatchLearned(ctx, func(l []snapshot.LearnedRoute) {
+			eng.Update(func(s *snapshot.Snapshot) { s.Learned = l })
+		})
+	})
 	goRun(func() error { eng.Run(ctx); return nil })
 	goRun(func() error {
 		return cluster.Watch(ctx, cluster.WatchOptions{
@@ -169,7 +200,7 @@ func run(ctx context.Context, o options) error {
 	if o.metrics != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-			eng.Collector(), speaker.Collector(eng.Snapshot))
+			eng.Collector(), speaker.Collector(eng.Snapshot), routes.Collector())
 		goRun(func() error {
 			return server.ServeHTTP(ctx, "--metrics-listen", o.metrics, server.HTTPHandler(reg, eng.Ready))
 		})

@@ -67,7 +67,8 @@ func newRoot() *cobra.Command {
 		Short: "Paths sent to or received from the BGP peers",
 		Long: `Paths sent to (advertised) or received from (received) each BGP peer.
 Advertised paths are shown as the peer gets them: after the agent's export
-policy, with the next hop and AS path on the wire.`,
+policy, with the next hop and AS path on the wire. Received paths say what
+became of them in the kernel: installed, refused (and why), or not best.`,
 		ValidArgs: []string{"advertised", "received"},
 		Args:      cobra.MatchAll(cobra.ExactArgs(1), cobra.OnlyValidArgs),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -87,6 +88,24 @@ policy, with the next hop and AS path on the wire.`,
 	routesCmd.Flags().StringVar(&peer, "peer", "", "only this peer's paths")
 	bgpCmd.AddCommand(routesCmd)
 	root.AddCommand(bgpCmd, &cobra.Command{
+		Use:   "routes",
+		Short: "Every kernel route the agent manages: installed, pending or refused, and why",
+		Long: `Every kernel route the agent manages, one line each: the prefix, its next
+hop and device, its kind (direct: to a node on this L2 segment; bgp: learned
+from a peer), what it is for (the node, or the peer it came from), its state
+(installed, pending, refused or failed, with the reason) and since when.
+Every installed route carries route protocol 201 (ip route show proto 201).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.call(cmd, func(ctx context.Context, c apiv1.AgentClient) error {
+				r, err := c.ListRoutes(ctx, &apiv1.ListRoutesRequest{})
+				if err != nil {
+					return err
+				}
+				return printKernelRoutes(cmd.OutOrStdout(), g.output, r.GetRoutes())
+			})
+		},
+	}, &cobra.Command{
 		Use:   "status",
 		Short: "This node, the configuration in force and its errors",
 		Args:  cobra.NoArgs,

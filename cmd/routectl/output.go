@@ -61,6 +61,8 @@ type routeRow struct {
 	Prefix      string   `json:"prefix"`
 	NextHop     string   `json:"nextHop"`
 	ASPath      []uint32 `json:"asPath"`
+	// Kernel is set for received paths only.
+	Kernel string `json:"kernel,omitempty"`
 }
 
 func printRoutes(w io.Writer, format string, routes []*apiv1.BGPRoute) error {
@@ -71,7 +73,7 @@ func printRoutes(w io.Writer, format string, routes []*apiv1.BGPRoute) error {
 			path = []uint32{}
 		}
 		rows = append(rows, routeRow{PeerAddress: r.GetPeerAddress(), Family: r.GetFamily(),
-			Prefix: r.GetPrefix(), NextHop: r.GetNextHop(), ASPath: path})
+			Prefix: r.GetPrefix(), NextHop: r.GetNextHop(), ASPath: path, Kernel: r.GetKernel()})
 	}
 	if format == "json" {
 		return writeJSON(w, rows)
@@ -80,8 +82,16 @@ func printRoutes(w io.Writer, format string, routes []*apiv1.BGPRoute) error {
 		_, err := fmt.Fprintln(w, "No paths.")
 		return err
 	}
+	withKernel := false
+	for _, r := range rows {
+		withKernel = withKernel || r.Kernel != ""
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
-	fmt.Fprintln(tw, "Peer\tFamily\tPrefix\tNext Hop\tAS Path")
+	header := "Peer\tFamily\tPrefix\tNext Hop\tAS Path"
+	if withKernel {
+		header += "\tKernel"
+	}
+	fmt.Fprintln(tw, header)
 	for _, r := range rows {
 		path := make([]string, len(r.ASPath))
 		for i, as := range r.ASPath {
@@ -91,9 +101,60 @@ func printRoutes(w io.Writer, format string, routes []*apiv1.BGPRoute) error {
 		if asPath == "" {
 			asPath = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.PeerAddress, r.Family, r.Prefix, r.NextHop, asPath)
+		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%s", r.PeerAddress, r.Family, r.Prefix, r.NextHop, asPath)
+		if withKernel {
+			line += "\t" + r.Kernel
+		}
+		fmt.Fprintln(tw, line)
 	}
 	return tw.Flush()
+}
+
+// kernelRouteRow is the JSON form of one `routectl routes` row.
+type kernelRouteRow struct {
+	Prefix  string    `json:"prefix"`
+	NextHop string    `json:"nextHop"`
+	Device  string    `json:"device"`
+	Kind    string    `json:"kind"`
+	For     string    `json:"for"`
+	State   string    `json:"state"`
+	Reason  string    `json:"reason,omitempty"`
+	Since   time.Time `json:"since"`
+}
+
+func printKernelRoutes(w io.Writer, format string, routes []*apiv1.Route) error {
+	rows := make([]kernelRouteRow, 0, len(routes))
+	for _, r := range routes {
+		rows = append(rows, kernelRouteRow{Prefix: r.GetPrefix(), NextHop: r.GetNextHop(), Device: r.GetDevice(),
+			Kind: r.GetKind(), For: r.GetFor(), State: r.GetState(), Reason: r.GetReason(),
+			Since: time.UnixMilli(r.GetSinceUnixMs()).UTC()})
+	}
+	if format == "json" {
+		return writeJSON(w, rows)
+	}
+	if len(rows) == 0 {
+		_, err := fmt.Fprintln(w, "No routes: no other node's pod CIDR is on-link and no peer sent a prefix (see `routectl status`).")
+		return err
+	}
+	t := now()
+	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
+	fmt.Fprintln(tw, "Prefix\tNext Hop\tDevice\tKind\tFor\tState\tSince")
+	for _, r := range rows {
+		state := r.State
+		if r.Reason != "" {
+			state += ": " + r.Reason
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Prefix, orDash(r.NextHop), orDash(r.Device), r.Kind, r.For, state,
+			t.Sub(r.Since).Truncate(time.Second).String()+" ago")
+	}
+	return tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // hostPort prints 10.0.0.1:179 and [fd00::1]:179.
@@ -151,6 +212,18 @@ func printStatus(w io.Writer, format string, s *apiv1.StatusResponse) error {
 	} else {
 		fmt.Fprintf(tw, "BGP speaker:\toff\n")
 	}
+	if rs := s.GetRouting(); rs != nil {
+		fmt.Fprintf(tw, "Routing:\t%s, autoDirectNodeRoutes %s, learned default route %s\n", rs.GetMode(),
+			onOff(rs.GetAutoDirectNodeRoutes()), map[bool]string{true: "installed", false: "refused"}[rs.GetInstallDefaultRoute()])
+		var counts []string
+		for _, c := range rs.GetCounts() {
+			counts = append(counts, fmt.Sprintf("%d %s %s", c.GetCount(), c.GetKind(), c.GetState()))
+		}
+		if len(counts) == 0 {
+			counts = []string{"none"}
+		}
+		fmt.Fprintf(tw, "Routes:\t%s; %d healed\n", strings.Join(counts, ", "), rs.GetHeals())
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -187,6 +260,13 @@ func printStatus(w io.Writer, format string, s *apiv1.StatusResponse) error {
 	return nil
 }
 
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
 func firstLine(s string) string {
 	if first, _, ok := strings.Cut(s, "\n"); ok {
 		return first + " ..."
@@ -214,16 +294,31 @@ func until(t time.Time, ms int64) string {
 }
 
 type statusOut struct {
-	NodeName        string    `json:"nodeName"`
-	NodeKnown       bool      `json:"nodeKnown"`
-	NodeIPs         []string  `json:"nodeIPs"`
-	PodCIDRs        []string  `json:"podCIDRs"`
-	Ready           bool      `json:"ready"`
-	NotReadyReasons []string  `json:"notReadyReasons"`
-	BGPConfig       configOut `json:"bgpConfig"`
-	BGPASN          uint32    `json:"bgpASN"`
-	BGPRouterID     string    `json:"bgpRouterID"`
-	Parts           []partOut `json:"parts"`
+	NodeName        string      `json:"nodeName"`
+	NodeKnown       bool        `json:"nodeKnown"`
+	NodeIPs         []string    `json:"nodeIPs"`
+	PodCIDRs        []string    `json:"podCIDRs"`
+	Ready           bool        `json:"ready"`
+	NotReadyReasons []string    `json:"notReadyReasons"`
+	BGPConfig       configOut   `json:"bgpConfig"`
+	BGPASN          uint32      `json:"bgpASN"`
+	BGPRouterID     string      `json:"bgpRouterID"`
+	Routing         *routingOut `json:"routing,omitempty"`
+	Parts           []partOut   `json:"parts"`
+}
+
+type routingOut struct {
+	Mode                 string          `json:"mode"`
+	AutoDirectNodeRoutes bool            `json:"autoDirectNodeRoutes"`
+	InstallDefaultRoute  bool            `json:"installDefaultRoute"`
+	Counts               []routeCountOut `json:"counts"`
+	Heals                uint64          `json:"heals"`
+}
+
+type routeCountOut struct {
+	Kind  string `json:"kind"`
+	State string `json:"state"`
+	Count uint32 `json:"count"`
 }
 
 type configOut struct {
@@ -271,6 +366,13 @@ func statusJSON(s *apiv1.StatusResponse) statusOut {
 		BGPASN:      s.GetBgpAsn(),
 		BGPRouterID: s.GetBgpRouterId(),
 		Parts:       []partOut{},
+	}
+	if rs := s.GetRouting(); rs != nil {
+		out.Routing = &routingOut{Mode: rs.GetMode(), AutoDirectNodeRoutes: rs.GetAutoDirectNodeRoutes(),
+			InstallDefaultRoute: rs.GetInstallDefaultRoute(), Heals: rs.GetHeals(), Counts: []routeCountOut{}}
+		for _, c := range rs.GetCounts() {
+			out.Routing.Counts = append(out.Routing.Counts, routeCountOut{Kind: c.GetKind(), State: c.GetState(), Count: c.GetCount()})
+		}
 	}
 	for _, p := range s.GetParts() {
 		out.Parts = append(out.Parts, partOut{
