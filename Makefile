@@ -2,13 +2,14 @@
 GO ?= go
 export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
 
-.PHONY: help build deps generate check-generated vet unit test e2e lab
+.PHONY: help build deps generate check-generated vet unit test e2e lab bench
 
 help:
 	@echo "make lab      bring up the lab (kube-apiserver, FRR ToRs, three nodes) and show it; Ctrl-C tears it down (root)"
 	@echo "make test     everything CI runs: vet, unit tests, generated-code check, lab e2e (root)"
 	@echo "make unit     unit tests only (no root)"
 	@echo "make build    bin/route-agent and bin/routectl"
+	@echo "make bench    the performance table: route-agent against FRR/BIRD and serial netlink in the same run (root)"
 
 build:
 	$(GO) build -o bin/ ./cmd/route-agent ./cmd/routectl
@@ -41,3 +42,8 @@ test: deps vet unit check-generated e2e
 # interrupted, so a clean Ctrl-C teardown would end in make's "Error 1".
 lab: deps
 	$(GO) build -o bin/lab ./e2e/cmd/lab && exec bin/lab
+
+# One table: each figure, its peer's figure from the same run, the ratio and
+# the goal (docs/benchmarks.md).
+bench: deps
+	$(GO) build -o bin/bench ./e2e/cmd/bench && exec bin/bench

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
 
@@ -15,16 +16,75 @@ import (
 	"routeagent.io/route-agent/engine"
 )
 
+// When the learned table counts as settled: every peer established for
+// settleUp with no change for settleQuiet, or settleMax after start,
+// whichever comes first.
+const (
+	settleUp    = 3 * time.Second
+	settleQuiet = time.Second
+	settleMax   = 90 * time.Second
+)
+
 // learned holds the best paths received from peers, as GoBGP's best-path
-// events report them.
+// events report them, and whether the table has settled.
 type learned struct {
 	mu     sync.Mutex
 	routes map[netip.Prefix]snapshot.LearnedRoute
 	dirty  engine.Trigger
+
+	start      time.Time
+	configured bool                     // the speaker's first Set has run
+	peers      []netip.Addr             // the peers it holds
+	up         map[netip.Addr]time.Time // when each reached established
+	lastChange time.Time
+	settled    bool // once settled, for good
 }
 
 func newLearned() *learned {
-	return &learned{routes: map[netip.Prefix]snapshot.LearnedRoute{}, dirty: engine.NewTrigger()}
+	return &learned{routes: map[netip.Prefix]snapshot.LearnedRoute{}, dirty: engine.NewTrigger(),
+		start: time.Now(), up: map[netip.Addr]time.Time{}}
+}
+
+// setPeers records the peers after a Set.
+func (l *learned) setPeers(peers []netip.Addr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.configured, l.peers = true, peers
+	l.dirty.Fire()
+}
+
+// sessionState records a peer's session state change.
+func (l *learned) sessionState(peer netip.Addr, established bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if established {
+		l.up[peer] = time.Now()
+	} else {
+		delete(l.up, peer)
+	}
+}
+
+// isSettled reports whether the table has settled by now.
+func (l *learned) isSettled(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.settled {
+		return true
+	}
+	switch {
+	case now.Sub(l.start) >= settleMax:
+		l.settled = true
+	case !l.configured:
+	case now.Sub(l.lastChange) < settleQuiet:
+	default:
+		all := true
+		for _, p := range l.peers {
+			up, ok := l.up[p]
+			all = all && ok && now.Sub(up) >= settleUp
+		}
+		l.settled = all
+	}
+	return l.settled
 }
 
 func (l *learned) update(paths []*api.Path) {
@@ -50,6 +110,7 @@ func (l *learned) update(paths []*api.Path) {
 		}
 	}
 	if changed {
+		l.lastChange = time.Now()
 		l.dirty.Fire()
 	}
 }
@@ -57,8 +118,10 @@ func (l *learned) update(paths []*api.Path) {
 func (l *learned) clear() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	clear(l.up)
 	if len(l.routes) > 0 {
 		clear(l.routes)
+		l.lastChange = time.Now()
 		l.dirty.Fire()
 	}
 }
@@ -92,24 +155,48 @@ func learnedFrom(p *api.Path) (snapshot.LearnedRoute, bool) {
 }
 
 // WatchLearned follows GoBGP's best paths and calls publish with every path
-// learned from a peer, sorted by prefix, whenever that set changes; a burst
-// of UPDATEs is published once, not per path. It returns when ctx ends.
-func (s *Speaker) WatchLearned(ctx context.Context, publish func([]snapshot.LearnedRoute)) error {
-	err := s.srv.WatchEvent(ctx, &api.WatchEventRequest{Table: &api.WatchEventRequest_Table{
-		Filters: []*api.WatchEventRequest_Table_Filter{{Type: api.WatchEventRequest_Table_Filter_BEST, Init: true}},
-	}}, func(r *api.WatchEventResponse) {
+// learned from a peer, sorted by prefix, whenever that set changes, and
+// whether it has settled (see snapshot.Snapshot.LearnedSettled); a burst of
+// UPDATEs is published once, not per path. It returns when ctx ends.
+func (s *Speaker) WatchLearned(ctx context.Context, publish func(routes []snapshot.LearnedRoute, settled bool)) error {
+	err := s.srv.WatchEvent(ctx, &api.WatchEventRequest{
+		Peer: &api.WatchEventRequest_Peer{},
+		Table: &api.WatchEventRequest_Table{
+			Filters: []*api.WatchEventRequest_Table_Filter{{Type: api.WatchEventRequest_Table_Filter_BEST, Init: true}},
+		},
+	}, func(r *api.WatchEventResponse) {
+		if pe := r.GetPeer(); pe != nil {
+			if pe.GetType() == api.WatchEventResponse_PeerEvent_STATE {
+				st := pe.GetPeer().GetState()
+				if addr, err := netip.ParseAddr(st.GetNeighborAddress()); err == nil {
+					s.learned.sessionState(addr, st.GetSessionState() == api.PeerState_ESTABLISHED)
+				}
+			}
+			return
+		}
 		s.learned.update(r.GetTable().GetPaths())
 	})
 	if err != nil {
 		return fmt.Errorf("watching bgp best paths: %w", err)
 	}
-	publish(nil)
+	// Until settled, look again now and then: settling is a matter of time.
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	settled := false
+	publish(nil, false)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-s.learned.dirty.C():
-			publish(s.learned.list())
+			settled = s.learned.isSettled(time.Now())
+			publish(s.learned.list(), settled)
+		case <-tick.C:
+			if !settled && s.learned.isSettled(time.Now()) {
+				settled = true
+				s.log.Info("bgp learned routes settled", "routes", len(s.learned.list()))
+				publish(s.learned.list(), true)
+			}
 		}
 	}
 }

@@ -25,14 +25,17 @@ func TestSpeakerLearnedRoutes(t *testing.T) {
 
 	var mu sync.Mutex
 	var last []snapshot.LearnedRoute
-	publishes := 0
+	publishes, settled := 0, false
 	watchCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- sp.WatchLearned(watchCtx, func(l []snapshot.LearnedRoute) {
+		done <- sp.WatchLearned(watchCtx, func(l []snapshot.LearnedRoute, s bool) {
 			mu.Lock()
 			defer mu.Unlock()
-			last, publishes = l, publishes+1
+			if settled && !s {
+				t.Errorf("learned routes were settled, then not")
+			}
+			last, publishes, settled = l, publishes+1, s
 		})
 	}()
 	learnedIs := func(want ...string) func() error {
@@ -63,6 +66,14 @@ func TestSpeakerLearnedRoutes(t *testing.T) {
 	eventually(t, "two learned prefixes (our own path is not one)", learnedIs(
 		"10.4.83.0/24 via 10.0.0.254 from 127.0.0.1 path [64524]",
 		"10.5.119.0/24 via 10.0.0.254 from 127.0.0.1 path [64524]"))
+	eventually(t, "settled", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !settled {
+			return fmt.Errorf("not settled")
+		}
+		return nil
+	})
 
 	if err := r.srv.DeletePath(ctx, &api.DeletePathRequest{Family: r.family, Path: apiPath(Path{
 		Prefix: netip.MustParsePrefix("10.4.83.0/24"), NextHop: netip.MustParseAddr("10.0.0.254")})}); err != nil {

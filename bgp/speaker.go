@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -157,6 +158,7 @@ func (s *Speaker) Set(ctx context.Context, d Desired) error {
 	}
 	s.passwords.Store(&passwords)
 
+	defer func() { s.learned.setPeers(slices.Collect(maps.Keys(s.peers))) }()
 	if d.Global != s.global {
 		if err := s.restart(ctx, d.Global); err != nil {
 			return err

@@ -21,11 +21,15 @@ func (k *Kernel) Facts() (Facts, error) {
 		f.Links[i] = Link{Name: l.name, Up: l.up}
 	}
 	err = retryInterrupted(func() error {
-		f.Routes = f.Routes[:0]
+		f.Routes, f.Own = f.Routes[:0], f.Own[:0]
 		for _, fam := range families {
 			filter := &netlink.Route{Table: unix.RT_TABLE_MAIN}
 			err := k.h.RouteListFilteredIter(fam.af, filter, netlink.RT_FILTER_TABLE, func(nr netlink.Route) bool {
-				if fr, ok := factRoute(fam, &nr); ok {
+				if nr.Protocol == Protocol {
+					if r, ok := fromNetlink(&nr); ok {
+						f.Own = append(f.Own, r)
+					}
+				} else if fr, ok := factRoute(fam, &nr); ok {
 					f.Routes = append(f.Routes, fr)
 				}
 				return true

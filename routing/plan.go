@@ -20,6 +20,10 @@ const (
 	KindBGP Kind = "bgp"
 )
 
+// KeptUntilSettled is what a route is for when the agent keeps an earlier
+// run's route until its BGP peers have resent their tables.
+const KeptUntilSettled = "kept until BGP settles"
+
 // PlanOptions are the routing flags.
 type PlanOptions struct {
 	// AutoDirectNodeRoutes installs podCIDR via nodeIP for every other node
@@ -38,6 +42,9 @@ type Facts struct {
 	Routes []FactRoute
 	// Links maps link index to name and state.
 	Links map[int]Link
+	// Own are the agent's routes in the main table now (an earlier run's,
+	// after a restart).
+	Own []Route
 }
 
 // FactRoute is one route of the kernel's table.
@@ -102,7 +109,7 @@ func Plan(s *snapshot.Snapshot, f Facts, o PlanOptions) (Desired, []string) {
 	if s.Self == nil {
 		return d, nil
 	}
-	r := resolver{facts: f}
+	r := resolver{facts: f, memo: map[netip.Addr]resolved{}}
 	taken := map[netip.Prefix]bool{}
 	own := s.Self.PodCIDRs
 
@@ -161,6 +168,19 @@ func Plan(s *snapshot.Snapshot, f Facts, o PlanOptions) (Desired, []string) {
 		}
 		d.Routes = append(d.Routes, p)
 	}
+	if !s.LearnedSettled {
+		// Peers have not resent their tables yet: what an earlier run
+		// installed stays until they have, rather than go and come back.
+		planned := map[netip.Prefix]bool{}
+		for _, p := range d.Routes {
+			planned[p.Route.Dst] = true
+		}
+		for _, r := range f.Own {
+			if !planned[r.Dst] && r.Table == 0 {
+				d.Routes = append(d.Routes, Planned{Route: r, Kind: KindBGP, For: KeptUntilSettled})
+			}
+		}
+	}
 	slices.SortFunc(d.Routes, func(a, b Planned) int {
 		return cmp.Or(comparePrefix(a.Route.Dst, b.Route.Dst), cmp.Compare(a.Kind, b.Kind))
 	})
@@ -171,8 +191,18 @@ func comparePrefix(a, b netip.Prefix) int {
 	return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
 }
 
-// resolver answers next-hop questions from the facts.
-type resolver struct{ facts Facts }
+// resolver answers next-hop questions from the facts. A table of many
+// prefixes has few next hops, so each is resolved once.
+type resolver struct {
+	facts Facts
+	memo  map[netip.Addr]resolved
+}
+
+type resolved struct {
+	gw   netip.Addr
+	link int
+	why  string
+}
 
 // lookup is the kernel's longest-prefix match over the facts.
 func (r resolver) lookup(a netip.Addr) (FactRoute, bool) {
@@ -220,6 +250,15 @@ func (r resolver) connected(p netip.Prefix) bool {
 // default route, say). It returns the gateway to install and its link, or
 // why the next hop is unreachable.
 func (r resolver) resolve(nh netip.Addr, learned []snapshot.LearnedRoute) (netip.Addr, int, string) {
+	if m, ok := r.memo[nh]; ok {
+		return m.gw, m.link, m.why
+	}
+	gw, link, why := r.resolveOnce(nh, learned)
+	r.memo[nh] = resolved{gw, link, why}
+	return gw, link, why
+}
+
+func (r resolver) resolveOnce(nh netip.Addr, learned []snapshot.LearnedRoute) (netip.Addr, int, string) {
 	if !nh.IsValid() || nh.IsUnspecified() {
 		return netip.Addr{}, 0, "no next hop"
 	}

@@ -50,8 +50,9 @@ func labSnapshot(learned ...snapshot.LearnedRoute) *snapshot.Snapshot {
 		node("rack94-node2", "10.4.94.12", "10.5.114.0/24"),
 	}
 	return &snapshot.Snapshot{
-		Cluster: snapshot.Cluster{Synced: true, NodeName: "rack94-node1", Nodes: nodes, Self: &nodes[1]},
-		Learned: learned,
+		Cluster:        snapshot.Cluster{Synced: true, NodeName: "rack94-node1", Nodes: nodes, Self: &nodes[1]},
+		Learned:        learned,
+		LearnedSettled: true,
 	}
 }
 
@@ -134,8 +135,8 @@ func TestPlan(t *testing.T) {
 			},
 		},
 		{
-			desc: "a direct route wins over a learned one for the same prefix",
-			snap: labSnapshot(learnedVia("10.5.114.0/24", "10.4.94.1", "10.4.94.1")),
+			desc:  "a direct route wins over a learned one for the same prefix",
+			snap:  labSnapshot(learnedVia("10.5.114.0/24", "10.4.94.1", "10.4.94.1")),
 			facts: rack94Facts(), opts: on,
 			want: []Planned{
 				{Route: Route{Dst: pfx("10.5.114.0/24"), Gw: addr("10.4.94.12"), LinkIndex: eth0}, Kind: KindDirect, For: "rack94-node2"},
@@ -196,8 +197,8 @@ func TestPlan(t *testing.T) {
 			},
 		},
 		{
-			desc: "a next hop the kernel reaches via a gateway resolves to that gateway",
-			snap: labSnapshot(learnedVia("10.9.0.0/16", "10.4.255.1", "10.4.94.1")),
+			desc:  "a next hop the kernel reaches via a gateway resolves to that gateway",
+			snap:  labSnapshot(learnedVia("10.9.0.0/16", "10.4.255.1", "10.4.94.1")),
 			facts: rack94Facts(),
 			want: []Planned{
 				{Route: Route{Dst: pfx("10.9.0.0/16"), Gw: addr("10.4.94.1"), LinkIndex: eth0}, Kind: KindBGP, For: "10.4.94.1"},
@@ -248,6 +249,30 @@ func TestPlan(t *testing.T) {
 			warnings: []string{"node rack94-node2's pod CIDR 10.5.112.0/25 overlaps this node's [10.5.112.0/24]: no route"},
 		},
 		{
+			desc: "after a restart, an earlier run's routes stay until BGP settles",
+			snap: func() *snapshot.Snapshot {
+				s := labSnapshot(learnedVia("10.4.83.0/24", "10.4.94.1", "10.4.94.1"))
+				s.LearnedSettled = false
+				return s
+			}(),
+			facts: func() Facts {
+				f := rack94Facts()
+				f.Own = []Route{
+					{Dst: pfx("10.4.83.0/24"), Gw: addr("10.4.94.1"), LinkIndex: eth0},
+					{Dst: pfx("10.5.114.0/24"), Gw: addr("10.4.94.12"), LinkIndex: eth0},
+					{Dst: pfx("10.5.119.0/24"), Gw: addr("10.4.94.1"), LinkIndex: eth0},
+					{Dst: pfx("10.7.0.0/16"), Gw: addr("10.4.94.1"), LinkIndex: eth0, Table: 100},
+				}
+				return f
+			}(),
+			opts: on,
+			want: []Planned{
+				{Route: Route{Dst: pfx("10.4.83.0/24"), Gw: addr("10.4.94.1"), LinkIndex: eth0}, Kind: KindBGP, For: "10.4.94.1"},
+				{Route: Route{Dst: pfx("10.5.114.0/24"), Gw: addr("10.4.94.12"), LinkIndex: eth0}, Kind: KindDirect, For: "rack94-node2"},
+				{Route: Route{Dst: pfx("10.5.119.0/24"), Gw: addr("10.4.94.1"), LinkIndex: eth0}, Kind: KindBGP, For: KeptUntilSettled},
+			},
+		},
+		{
 			desc: "this node unknown: nothing",
 			snap: &snapshot.Snapshot{Cluster: snapshot.Cluster{Synced: true, NodeName: "x"}},
 			opts: on,
@@ -287,5 +312,27 @@ func TestPlanOrderIndependent(t *testing.T) {
 	got, _ := Plan(&rev, f, PlanOptions{AutoDirectNodeRoutes: true})
 	if diff := cmp.Diff(want, got, netipCmp); diff != "" {
 		t.Errorf("plan depends on input order (-want +got):\n%s", diff)
+	}
+}
+
+// A large table through a recursive next hop plans in linear time.
+func BenchmarkPlanLearned(b *testing.B) {
+	var learned []snapshot.LearnedRoute
+	for i := range 100_000 {
+		learned = append(learned, snapshot.LearnedRoute{
+			Prefix:  netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 100 + byte(i>>16), byte(i >> 8), byte(i)}), 32),
+			NextHop: addr("10.4.255.1"), Peer: addr("10.4.83.1"),
+		})
+	}
+	learned = append(learned, learnedVia("10.4.255.0/30", "10.4.83.1", "10.4.83.1"))
+	s := labSnapshot(learned...)
+	f := Facts{Routes: []FactRoute{{Dst: pfx("10.4.94.0/24"), LinkIndex: eth0}, {Dst: pfx("10.4.83.0/24"), LinkIndex: eth0}},
+		Links: map[int]Link{eth0: {Name: "eth0", Up: true}}}
+	b.ResetTimer()
+	for range b.N {
+		d, _ := Plan(s, f, PlanOptions{})
+		if len(d.Kernel()) != len(learned) {
+			b.Fatalf("%d kernel routes, want %d", len(d.Kernel()), len(learned))
+		}
 	}
 }

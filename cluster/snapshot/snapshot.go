@@ -21,6 +21,12 @@ type Snapshot struct {
 	// Learned holds the best paths received from BGP peers, as the speaker
 	// last reported them.
 	Learned []LearnedRoute
+	// LearnedSettled is false until the speaker has had its configuration
+	// and every peer's initial table (or has given up waiting). Until then
+	// Learned is incomplete: an agent that just restarted must not remove
+	// the routes its previous run installed because a peer has not resent
+	// them yet.
+	LearnedSettled bool
 	// Version increases with every published snapshot.
 	Version uint64
 }

@@ -180,8 +180,8 @@ func run(ctx context.Context, o options) error {
 	})
 	goRun(func() error { return speaker.WatchSessions(ctx) })
 	goRun(func() error {
-		return speaker.WatchLearned(ctx, func(l []snapshot.LearnedRoute) {
-			eng.Update(func(s *snapshot.Snapshot) { s.Learned = l })
+		return speaker.WatchLearned(ctx, func(l []snapshot.LearnedRoute, settled bool) {
+			eng.Update(func(s *snapshot.Snapshot) { s.Learned, s.LearnedSettled = l, settled })
 		})
 	})
 	goRun(func() error { eng.Run(ctx); return nil })

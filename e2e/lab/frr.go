@@ -41,7 +41,12 @@ func (l *Lab) startFRR(ctx context.Context, r, peer *Router) error {
 		return err
 	}
 	r.VTYDir = dir
-	if err := os.WriteFile(filepath.Join(dir, "zebra.conf"), []byte("hostname "+r.Name+"\n"), 0o644); err != nil {
+	// Routes zebra installs from BGP take the router's segment address as
+	// source, as a ToR with a loopback would: its ICMP errors (traceroute's
+	// hops) then come from 10.4.83.1, as in seed 004, not from the link
+	// between the routers.
+	zebraConf := fmt.Sprintf("hostname %s\nroute-map ra-src permit 10\n set src %s\nip protocol bgp route-map ra-src\n", r.Name, r.Addr)
+	if err := os.WriteFile(filepath.Join(dir, "zebra.conf"), []byte(zebraConf), 0o644); err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "bgpd.conf"), []byte(frrConfig(r, peer)), 0o644); err != nil {
