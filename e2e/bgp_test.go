@@ -183,6 +183,9 @@ type statusJSON struct {
 		Error                  string `json:"error"`
 		ErrorResourceVersion   string `json:"errorResourceVersion"`
 	} `json:"bgpConfig"`
+	Routing struct {
+		Heals uint64 `json:"heals"`
+	} `json:"routing"`
 	Parts []struct {
 		Name        string `json:"name"`
 		State       string `json:"state"`

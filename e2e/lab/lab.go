@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -51,6 +52,10 @@ type Lab struct {
 
 	Routers []*Router
 	Nodes   []*Node
+	// Pods are the pods AddPod made and DeletePod has not removed; Down
+	// deletes them (CNI DEL) before the nodes go.
+	Pods   []*Pod
+	podsMu sync.Mutex
 	// Kube is a cluster-admin client, for the lab and its tests.
 	Kube kubernetes.Interface
 
@@ -147,6 +152,12 @@ func Up(ctx context.Context, opts Options) (l *Lab, err error) {
 		return l, err
 	}
 	l.logf("both ToRs hold every node's pod CIDR")
+	// One pod per node, from the conflist each agent wrote.
+	for _, n := range l.Nodes {
+		if _, err := l.AddPod(ctx, n, n.Name+"-pod1"); err != nil {
+			return l, err
+		}
+	}
 	return l, nil
 }
 
@@ -280,12 +291,20 @@ func (l *Lab) StartAgent(ctx context.Context, n *Node) error {
 		return err
 	}
 	n.Socket = filepath.Join(dir, "agent.sock")
+	// The node's CNI config directory, and host-local's state kept in the
+	// node's directory: a real node has its own /var/lib/cni, the lab's
+	// nodes share this machine's.
+	n.CNIConfDir = filepath.Join(dir, "net.d")
+	if err := os.MkdirAll(n.CNIConfDir, 0o755); err != nil {
+		return err
+	}
+	ipamDir := filepath.Join(dir, "ipam")
 	// Its own UTS namespace gives the agent the node's hostname, which
 	// GoBGP announces and FRR prints next to the peer. unshare and sh exec
 	// in place, so the PID stays the agent's.
 	p, err := l.start(n.NS, "route-agent", dir, "unshare", "--uts", "sh", "-c", `hostname "$0" && exec "$@"`, n.Name,
 		filepath.Join(l.opts.BinDir, "route-agent"),
-		"--node-name", n.Name, "--kubeconfig", kubeconfig, "--api-socket", n.Socket, "--state-dir", dir, "--log-level", "info")
+		"--node-name", n.Name, "--kubeconfig", kubeconfig, "--api-socket", n.Socket, "--state-dir", dir, "--cni-conf-dir", n.CNIConfDir, "--cni-ipam-data-dir", ipamDir, "--log-level", "info")
 	if err != nil {
 		return err
 	}
@@ -338,8 +357,10 @@ func (l *Lab) SetNodeLabel(ctx context.Context, n *Node, key, value string) erro
 // Down stops every process and removes every namespace and file of the
 // lab, then releases the reaper.
 func (l *Lab) Down() error {
+	// Pods first: CNI DEL runs in their nodes' namespaces.
+	perr := l.deletePods()
 	st := l.res.snapshot()
-	err := release(st)
+	err := errors.Join(perr, release(st))
 	if l.reaperPipe != nil {
 		l.reaperPipe.Close()
 		_ = l.reaper.Wait()

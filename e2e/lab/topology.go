@@ -47,6 +47,11 @@ type Node struct {
 	// Socket is the agent's API socket, reachable from the root namespace.
 	Socket string
 	agent  *proc
+
+	// CNIConfDir is the node's CNI config directory (its /etc/cni/net.d),
+	// the agent's --cni-conf-dir; pods are made from the conflist the
+	// agent writes there.
+	CNIConfDir string
 }
 
 var (

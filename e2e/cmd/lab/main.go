@@ -1,6 +1,6 @@
-// Command lab brings up the route-agent lab, shows every agent's BGP peers
-// and each ToR's BGP table, and tears it all down on Ctrl-C (or at once with
-// --exit).
+// Command lab brings up the route-agent lab, shows every agent's BGP peers,
+// each ToR's BGP table, every node's routes and a pod's traceroutes to the
+// other pods, and tears it all down on Ctrl-C (or at once with --exit).
 package main
 
 import (
@@ -66,12 +66,33 @@ func run(ctx context.Context, exit bool) error {
 		}
 		fmt.Printf("\n$ vtysh -c 'show bgp ipv4 unicast'   # on %s (AS %d)\n%s", r.Name, r.ASN, out)
 	}
+	for _, n := range l.Nodes {
+		out, err := l.Routectl(ctx, n, "routes")
+		if err != nil {
+			return err
+		}
+		fmt.Printf("\n$ routectl routes   # on %s\n%s", n.Name, out)
+		if out, err = l.NodeExec(ctx, n, "ip", "route", "show", "proto", "201"); err != nil {
+			return err
+		}
+		fmt.Printf("\n$ ip route show proto 201   # on %s\n%s", n.Name, out)
+	}
+	// A pod on the first node reaches a pod on every other node.
+	from := l.Pods[0]
+	for _, to := range l.Pods[1:] {
+		out, err := l.PodExec(ctx, from, "traceroute", "-n", "-q", "1", "-w", "2", to.IP.String())
+		if err != nil {
+			return err
+		}
+		fmt.Printf("\n$ traceroute -n %s   # in pod %s (%s) on %s, to pod %s on %s\n%s", to.IP, from.Name, from.IP, from.Node.Name, to.Name, to.Node.Name, out)
+	}
 	if exit {
 		return nil
 	}
 	fmt.Printf("\nThe lab is up. Each agent's socket is in %s/<node>/agent.sock, for example:\n", l.Dir)
 	fmt.Printf("  routectl --socket %s bgp peers\n", l.Nodes[0].Socket)
 	fmt.Printf("  vtysh --vty_socket %s -c 'show bgp summary'\n", l.Routers[0].VTYDir)
+	fmt.Printf("  ip netns exec %s ping %s   # from pod %s to pod %s\n", l.Pods[0].NS, l.Pods[len(l.Pods)-1].IP, l.Pods[0].Name, l.Pods[len(l.Pods)-1].Name)
 	fmt.Println("Press Ctrl-C to tear it down.")
 	<-ctx.Done()
 	return nil

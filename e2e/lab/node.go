@@ -1,0 +1,88 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// NodeExec runs a command inside n's network namespace, as an operator on
+// the node would.
+func (l *Lab) NodeExec(ctx context.Context, n *Node, args ...string) ([]byte, error) {
+	out, err := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.NS}, args...)...).CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("%v on %s: %w: %s", args, n.Name, err, out)
+	}
+	return out, nil
+}
+
+// Background is a command running in a namespace of the lab, recorded so
+// that teardown stops it even if the test does not.
+type Background struct {
+	l    *Lab
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	out  bytes.Buffer
+	done chan struct{}
+}
+
+func (b *Background) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.out.Write(p)
+}
+
+// Output is what the command wrote so far, stdout and stderr.
+func (b *Background) Output() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.out.String()
+}
+
+// StartBackground starts args inside network namespace ns.
+func (l *Lab) StartBackground(ns string, args ...string) (*Background, error) {
+	b := &Background{l: l, done: make(chan struct{})}
+	b.cmd = exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
+	b.cmd.Stdout, b.cmd.Stderr = b, b
+	b.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := b.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %v in %s: %w", args, ns, err)
+	}
+	if err := l.res.addPID(b.cmd.Process.Pid); err != nil {
+		_ = b.cmd.Process.Kill()
+		return nil, err
+	}
+	go func() {
+		_ = b.cmd.Wait()
+		close(b.done)
+	}()
+	return b, nil
+}
+
+// Stop interrupts the command (ping prints its summary on SIGINT), waits
+// for it, and returns its output.
+func (b *Background) Stop() string {
+	_ = b.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-b.done:
+	case <-time.After(5 * time.Second):
+		_ = b.cmd.Process.Kill()
+		<-b.done
+	}
+	b.l.res.removePID(b.cmd.Process.Pid)
+	return b.Output()
+}
+
+// VTYArgs runs vtysh on r with the given arguments (several -c commands
+// form one session, as configuration needs).
+func (r *Router) VTYArgs(ctx context.Context, args ...string) error {
+	out, err := exec.CommandContext(ctx, "vtysh", append([]string{"--vty_socket", r.VTYDir}, args...)...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("vtysh %v on %s: %w: %s", args, r.Name, err, out)
+	}
+	return nil
+}
