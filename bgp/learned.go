@@ -45,10 +45,15 @@ func newLearned() *learned {
 		start: time.Now(), up: map[netip.Addr]time.Time{}}
 }
 
-// setPeers records the peers after a Set.
+// setPeers records the peers after a Set. Only a change wakes the
+// publisher: every Set ends here, and a publish leads to the next Set.
 func (l *learned) setPeers(peers []netip.Addr) {
+	slices.SortFunc(peers, netip.Addr.Compare)
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.configured && slices.Equal(l.peers, peers) {
+		return
+	}
 	l.configured, l.peers = true, peers
 	l.dirty.Fire()
 }
@@ -182,6 +187,7 @@ func (s *Speaker) WatchLearned(ctx context.Context, publish func(routes []snapsh
 	// Until settled, look again now and then: settling is a matter of time.
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
+	var last []snapshot.LearnedRoute
 	settled := false
 	publish(nil, false)
 	for {
@@ -189,14 +195,23 @@ func (s *Speaker) WatchLearned(ctx context.Context, publish func(routes []snapsh
 		case <-ctx.Done():
 			return nil
 		case <-s.learned.dirty.C():
-			settled = s.learned.isSettled(time.Now())
-			publish(s.learned.list(), settled)
 		case <-tick.C:
-			if !settled && s.learned.isSettled(time.Now()) {
-				settled = true
-				s.log.Info("bgp learned routes settled", "routes", len(s.learned.list()))
-				publish(s.learned.list(), true)
+			if settled {
+				continue
 			}
 		}
+		routes, nowSettled := s.learned.list(), s.learned.isSettled(time.Now())
+		if nowSettled == settled && slices.EqualFunc(routes, last, sameLearned) {
+			continue // a publish wakes every part; only a change is worth one
+		}
+		if nowSettled && !settled {
+			s.log.Info("bgp learned routes settled", "routes", len(routes))
+		}
+		last, settled = routes, nowSettled
+		publish(routes, settled)
 	}
+}
+
+func sameLearned(a, b snapshot.LearnedRoute) bool {
+	return a.Prefix == b.Prefix && a.NextHop == b.NextHop && a.Peer == b.Peer && slices.Equal(a.ASPath, b.ASPath)
 }

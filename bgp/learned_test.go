@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
 
@@ -74,6 +75,23 @@ func TestSpeakerLearnedRoutes(t *testing.T) {
 		}
 		return nil
 	})
+
+	// Nothing changes, nothing is published: each publish wakes every part
+	// of the agent, the BGP part's Set among them.
+	mu.Lock()
+	n := publishes
+	mu.Unlock()
+	for range 20 {
+		if err := sp.Set(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(600 * time.Millisecond)
+	mu.Lock()
+	if publishes != n {
+		t.Errorf("%d publishes without a change", publishes-n)
+	}
+	mu.Unlock()
 
 	if err := r.srv.DeletePath(ctx, &api.DeletePathRequest{Family: r.family, Path: apiPath(Path{
 		Prefix: netip.MustParsePrefix("10.4.83.0/24"), NextHop: netip.MustParseAddr("10.0.0.254")})}); err != nil {

@@ -115,6 +115,43 @@ func TestReadiness(t *testing.T) {
 	}
 }
 
+// An agent with nothing to do does nothing: no part reconciles more than
+// its events and resync ask for.
+func TestIdleAgentIsIdle(t *testing.T) {
+	ctx := testContext(t)
+	l := theLab
+	runs := func(n *lab.Node) map[string]uint64 {
+		out, err := l.Routectl(ctx, n, "status", "-o", "json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s struct {
+			Parts []struct {
+				Name string `json:"name"`
+				Runs uint64 `json:"runs"`
+			} `json:"parts"`
+		}
+		if err := json.Unmarshal(out, &s); err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]uint64{}
+		for _, p := range s.Parts {
+			m[p.Name] = p.Runs
+		}
+		return m
+	}
+	for _, n := range l.Nodes {
+		before := runs(n)
+		time.Sleep(2 * time.Second)
+		after := runs(n)
+		for part, r := range after {
+			if r-before[part] > 5 {
+				t.Errorf("%s: part %s reconciled %d times in 2s while nothing changed", n.Name, part, r-before[part])
+			}
+		}
+	}
+}
+
 // routectl bgp peers -o json says what FRR says about the same session.
 func TestRoutectlAgreesWithFRR(t *testing.T) {
 	ctx := testContext(t)

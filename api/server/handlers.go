@@ -123,6 +123,10 @@ func (h *Handlers) ListBGPRoutes(ctx context.Context, r *apiv1.ListBGPRoutesRequ
 	}
 	received := r.GetDirection() == apiv1.ListBGPRoutesRequest_RECEIVED
 	var views map[netip.Prefix][]routing.RouteView
+	var own []netip.Prefix
+	if self := h.Engine.Snapshot().Self; self != nil {
+		own = self.PodCIDRs
+	}
 	if received {
 		views = map[netip.Prefix][]routing.RouteView{}
 		for _, v := range h.Routing.Routes() {
@@ -136,7 +140,7 @@ func (h *Handlers) ListBGPRoutes(ctx context.Context, r *apiv1.ListBGPRoutesRequ
 			NextHop: rt.NextHop, AsPath: rt.ASPath,
 		}
 		if received {
-			br.Kernel = kernelState(rt, views[rt.Prefix.Masked()])
+			br.Kernel = kernelState(rt, views[rt.Prefix.Masked()], own)
 		}
 		resp.Routes = append(resp.Routes, br)
 	}
@@ -144,7 +148,10 @@ func (h *Handlers) ListBGPRoutes(ctx context.Context, r *apiv1.ListBGPRoutesRequ
 }
 
 // kernelState says what became of a received path in the kernel.
-func kernelState(rt bgp.RouteStatus, views []routing.RouteView) string {
+func kernelState(rt bgp.RouteStatus, views []routing.RouteView, own []netip.Prefix) string {
+	if slices.Contains(own, rt.Prefix.Masked()) {
+		return "not installed: this node's own pod CIDR"
+	}
 	for _, v := range views {
 		switch {
 		case v.Kind == routing.KindDirect:
@@ -157,7 +164,7 @@ func kernelState(rt bgp.RouteStatus, views []routing.RouteView) string {
 			return v.State
 		}
 	}
-	return "not best"
+	return "not best: another path won"
 }
 
 // ListRoutes implements apiv1.AgentServer.

@@ -101,9 +101,10 @@ func TestListBGPRoutesReceivedKernelState(t *testing.T) {
 	}
 	sp := &fakeSpeaker{routes: []bgp.RouteStatus{
 		rs("0.0.0.0/0", "10.4.94.1"), rs("10.5.114.0/24", "10.4.94.1"), rs("10.5.119.0/24", "10.4.94.1"),
-		rs("10.5.119.0/24", "10.4.94.2"), rs("10.9.0.0/16", "10.4.94.1"),
+		rs("10.5.119.0/24", "10.4.94.2"), rs("10.9.0.0/16", "10.4.94.1"), rs("10.5.112.0/24", "10.4.94.1"),
 	}}
-	h := &Handlers{Engine: fakeEngine{snap: &snapshot.Snapshot{}}, Speaker: sp, Routing: labRoutes}
+	self := snapshot.Node{Name: "rack94-node1", PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.5.112.0/24")}}
+	h := &Handlers{Engine: fakeEngine{snap: &snapshot.Snapshot{Cluster: snapshot.Cluster{Self: &self}}}, Speaker: sp, Routing: labRoutes}
 	got, err := h.ListBGPRoutes(context.Background(), &apiv1.ListBGPRoutesRequest{Direction: apiv1.ListBGPRoutesRequest_RECEIVED})
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +118,8 @@ func TestListBGPRoutesReceivedKernelState(t *testing.T) {
 		"10.5.114.0/24 from 10.4.94.1: not installed: the direct route to rack94-node2 wins",
 		"10.5.119.0/24 from 10.4.94.1: installed",
 		"10.5.119.0/24 from 10.4.94.2: not best: 10.4.94.1's path is",
-		"10.9.0.0/16 from 10.4.94.1: not best",
+		"10.9.0.0/16 from 10.4.94.1: not best: another path won",
+		"10.5.112.0/24 from 10.4.94.1: not installed: this node's own pod CIDR",
 	}
 	if diff := cmp.Diff(want, states); diff != "" {
 		t.Errorf("kernel states (-want +got):\n%s", diff)
