@@ -488,3 +488,74 @@ func TestPrintRoutes(t *testing.T) {
 }
 
 var testNow = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+
+func TestPrintReceivedRoutesWithKernelState(t *testing.T) {
+	routes := []*apiv1.BGPRoute{
+		{PeerAddress: "10.4.94.1", Family: "ipv4/unicast", Prefix: "0.0.0.0/0", NextHop: "10.4.94.1", AsPath: []uint32{64524},
+			Kernel: "refused: learned default route (--install-default-route is off)"},
+		{PeerAddress: "10.4.94.1", Family: "ipv4/unicast", Prefix: "10.5.119.0/24", NextHop: "10.4.94.1", AsPath: []uint32{64524, 64512}, Kernel: "installed"},
+	}
+	var b bytes.Buffer
+	if err := printRoutes(&b, "table", routes); err != nil {
+		t.Fatal(err)
+	}
+	want := "" +
+		"Peer        Family         Prefix          Next Hop    AS Path       Kernel\n" +
+		"10.4.94.1   ipv4/unicast   0.0.0.0/0       10.4.94.1   64524         refused: learned default route (--install-default-route is off)\n" +
+		"10.4.94.1   ipv4/unicast   10.5.119.0/24   10.4.94.1   64524 64512   installed\n"
+	if diff := cmp.Diff(want, b.String()); diff != "" {
+		t.Errorf("table (-want +got):\n%s", diff)
+	}
+	b.Reset()
+	if err := printRoutes(&b, "json", routes[1:]); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), `"kernel": "installed"`) {
+		t.Errorf("JSON lacks the kernel state:\n%s", b.String())
+	}
+}
+
+func TestPrintKernelRoutes(t *testing.T) {
+	now = func() time.Time { return testNow }
+	t.Cleanup(func() { now = time.Now })
+	routes := []*apiv1.Route{
+		{Prefix: "10.4.94.0/24", NextHop: "10.4.94.1", Kind: "bgp", For: "10.4.94.1", State: "refused",
+			Reason: "connected on this node", SinceUnixMs: testNow.UnixMilli() - 33000},
+		{Prefix: "10.5.114.0/24", NextHop: "10.4.94.12", Device: "eth0", Kind: "direct", For: "rack94-node2", State: "installed",
+			SinceUnixMs: testNow.UnixMilli() - 36000},
+	}
+	var b bytes.Buffer
+	if err := printKernelRoutes(&b, "table", routes); err != nil {
+		t.Fatal(err)
+	}
+	want := "" +
+		"Prefix          Next Hop     Device   Kind     For            State                             Since\n" +
+		"10.4.94.0/24    10.4.94.1    -        bgp      10.4.94.1      refused: connected on this node   33s ago\n" +
+		"10.5.114.0/24   10.4.94.12   eth0     direct   rack94-node2   installed                         36s ago\n"
+	if diff := cmp.Diff(want, b.String()); diff != "" {
+		t.Errorf("table (-want +got):\n%s", diff)
+	}
+	b.Reset()
+	if err := printKernelRoutes(&b, "json", routes[1:]); err != nil {
+		t.Fatal(err)
+	}
+	wantJSON := `[
+  {
+    "prefix": "10.5.114.0/24",
+    "nextHop": "10.4.94.12",
+    "device": "eth0",
+    "kind": "direct",
+    "for": "rack94-node2",
+    "state": "installed",
+    "since": "2026-11-23T09:59:24Z"
+  }
+]
+`
+	if diff := cmp.Diff(wantJSON, b.String()); diff != "" {
+		t.Errorf("json (-want +got):\n%s", diff)
+	}
+	b.Reset()
+	if err := printKernelRoutes(&b, "json", nil); err != nil || b.String() != "[]\n" {
+		t.Errorf("empty JSON = %q, %v; want []", b.String(), err)
+	}
+}
