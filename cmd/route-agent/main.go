@@ -61,10 +61,16 @@ func main() {
 		Long: `route-agent runs on every node. It reads the bgp-config ConfigMap
 (MetalLB's schema), peers with the routers whose node-selectors match this
 node, and advertises the node's pod CIDRs with the node's InternalIP as next
-hop. routectl talks to it over --api-socket.`,
+hop. routectl talks to it over --api-socket.
+
+Every flag can also be set from the environment: --tunnel-protocol is
+ROUTE_AGENT_TUNNEL_PROTOCOL; the command line wins.`,
 		SilenceUsage: true,
 		Args:         cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := flagsFromEnv(cmd.Flags()); err != nil {
+				return err
+			}
 			return run(cmd.Context(), o)
 		},
 	}
