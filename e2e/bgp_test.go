@@ -221,7 +221,11 @@ type statusJSON struct {
 		ErrorResourceVersion   string `json:"errorResourceVersion"`
 	} `json:"bgpConfig"`
 	Routing struct {
-		Heals uint64 `json:"heals"`
+		Mode         string `json:"mode"`
+		Heals        uint64 `json:"heals"`
+		TunnelDevice string `json:"tunnelDevice"`
+		TunnelPort   uint32 `json:"tunnelPort"`
+		PodMTU       uint32 `json:"podMTU"`
 	} `json:"routing"`
 	Parts []struct {
 		Name        string `json:"name"`

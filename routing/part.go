@@ -2,14 +2,17 @@ package routing
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"routeagent.io/route-agent/cluster/snapshot"
+	"routeagent.io/route-agent/routing/tunnel"
 )
 
 // Part is the agent's routing part: it plans from the snapshot and the
@@ -17,19 +20,33 @@ import (
 // reached for routectl routes, status and the metrics.
 type Part struct {
 	k       *Kernel
+	tun     *tunnel.Tunnel
 	opts    PlanOptions
 	sysctls *Sysctls
 	log     *slog.Logger
+	// mtu is the tunnel device's MTU once it exists; see MTU.
+	mtu atomic.Int64
 
 	mu    sync.Mutex
 	view  []RouteView
 	since map[viewKey]time.Time // when a route not installed entered its state
 }
 
-// NewPart returns the routing part over k. sysctls, when not nil, is kept
-// right for the devices the routes use.
-func NewPart(k *Kernel, opts PlanOptions, sysctls *Sysctls, log *slog.Logger) *Part {
-	return &Part{k: k, opts: opts, sysctls: sysctls, log: log, since: map[viewKey]time.Time{}}
+// NewPart returns the routing part over k and tun (the overlay device,
+// removed when not in tunnel mode). sysctls, when not nil, is kept right for
+// the devices the routes use.
+func NewPart(k *Kernel, tun *tunnel.Tunnel, opts PlanOptions, sysctls *Sysctls, log *slog.Logger) *Part {
+	return &Part{k: k, tun: tun, opts: opts, sysctls: sysctls, log: log, since: map[viewKey]time.Time{}}
+}
+
+// MTU is the MTU pods must use: in tunnel mode the tunnel device's, with
+// known false until the device exists; 0 (leave the link's) in native mode.
+func (p *Part) MTU() (mtu int, known bool) {
+	if p.opts.Tunnel == nil {
+		return 0, true
+	}
+	m := p.mtu.Load()
+	return int(m), m > 0
 }
 
 // Name implements engine.Part.
@@ -45,22 +62,36 @@ func (p *Part) Reconcile(ctx context.Context, s *snapshot.Snapshot) ([]string, e
 		return nil, err
 	}
 	d, warnings := Plan(s, facts, p.opts)
+	tres, tunErr := p.tun.Set(ctx, d.Tunnel)
+	if tunErr != nil {
+		tunErr = fmt.Errorf("tunnel: %w", tunErr)
+	}
+	p.mtu.Store(int64(tres.MTU))
+	d.bindTunnel(tres.Index, tunErr)
 	var sysErr error
 	if p.sysctls != nil {
 		v4, v6 := podFamilies(s)
 		sysErr = p.sysctls.Ensure(v4, v6, deviceNames(d, facts))
 	}
 	res, err := p.k.Set(ctx, d.Kernel())
-	p.record(d, res, facts)
-	if sysErr != nil {
-		return warnings, fmt.Errorf("%w; %w", sysErr, err)
+	if tres.Name != "" {
+		facts.Links[tres.Index] = Link{Name: tres.Name, Up: true}
 	}
-	return warnings, err
+	p.record(d, res, facts)
+	return warnings, errors.Join(tunErr, sysErr, err)
 }
 
-// Watch implements engine.Watcher: netlink route, link and address events
-// make the part reconcile again.
-func (p *Part) Watch(ctx context.Context, kick func()) error { return p.k.Watch(ctx, kick) }
+// Watch implements engine.Watcher: netlink route, link, address and
+// neighbour events make the part reconcile again.
+func (p *Part) Watch(ctx context.Context, kick func()) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	tunErr := make(chan error, 1)
+	go func() { tunErr <- p.tun.Watch(ctx, kick) }()
+	err := p.k.Watch(ctx, kick)
+	cancel()
+	return errors.Join(err, <-tunErr)
+}
 
 // RouteView is one route the agent manages, as routectl routes shows it.
 type RouteView struct {

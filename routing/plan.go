@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"routeagent.io/route-agent/cluster/snapshot"
+	"routeagent.io/route-agent/routing/tunnel"
 )
 
 // Kind says why the agent wants a route.
@@ -18,7 +19,14 @@ const (
 	KindDirect Kind = "direct"
 	// KindBGP is a prefix learned from a BGP peer.
 	KindBGP Kind = "bgp"
+	// KindTunnel is a route to another node's pod CIDR through the
+	// overlay (tunnel mode), for a node not routed directly.
+	KindTunnel Kind = "tunnel"
 )
+
+// tunnelLink stands for the tunnel device's index in planned routes until
+// the device exists; Part.Reconcile puts the real index in.
+const tunnelLink = -1
 
 // KeptUntilSettled is what a route is for when the agent keeps an earlier
 // run's route until its BGP peers have resent their tables.
@@ -31,6 +39,17 @@ type PlanOptions struct {
 	AutoDirectNodeRoutes bool
 	// InstallDefaultRoute allows a learned default route into the kernel.
 	InstallDefaultRoute bool
+	// Tunnel, when set (--routing-mode tunnel), carries the traffic to
+	// every other node's pods that no direct route carries.
+	Tunnel *TunnelOptions
+}
+
+// TunnelOptions choose the overlay.
+type TunnelOptions struct {
+	Protocol tunnel.Protocol
+	// Port is the UDP port; 0 is the protocol's default.
+	Port int
+	VNI  uint32
 }
 
 // Facts is what the planner needs to know of the kernel: its routing table
@@ -81,6 +100,28 @@ type Planned struct {
 type Desired struct {
 	// Routes are sorted by prefix, then kind.
 	Routes []Planned
+	// Tunnel is the overlay device and its peers; no Device in native
+	// mode, which removes an earlier tunnel.
+	Tunnel tunnel.Desired
+}
+
+// bindTunnel puts the tunnel device's index into the routes through it, or
+// refuses them when the device could not be made.
+func (d *Desired) bindTunnel(index int, err error) {
+	for i := range d.Routes {
+		r := &d.Routes[i]
+		if r.Route.LinkIndex != tunnelLink {
+			continue
+		}
+		switch {
+		case index > 0:
+			r.Route.LinkIndex = index
+		case err != nil:
+			r.Route.LinkIndex, r.Refused = 0, "no tunnel device: "+err.Error()
+		default:
+			r.Route.LinkIndex, r.Refused = 0, "no tunnel device"
+		}
+	}
 }
 
 // Kernel returns the routes to install: those not refused.
@@ -113,34 +154,48 @@ func Plan(s *snapshot.Snapshot, f Facts, o PlanOptions) (Desired, []string) {
 	taken := map[netip.Prefix]bool{}
 	own := s.Self.PodCIDRs
 
-	if o.AutoDirectNodeRoutes {
-		for i := range s.Nodes {
-			n := &s.Nodes[i]
-			if n.Name == s.Self.Name {
+	tun := planTunnel(s, f, o, &warnings)
+	for i := range s.Nodes {
+		n := &s.Nodes[i]
+		if n.Name == s.Self.Name {
+			continue
+		}
+		for _, c := range n.PodCIDRs {
+			var p Planned
+			var peer tunnel.Peer
+			if ip, ok := n.InternalIP(c.Addr().Is6()); ok && o.AutoDirectNodeRoutes {
+				if link, onLink := r.onLink(ip); onLink {
+					// seed 004: only nodes on this L2 segment get a direct route
+					p = Planned{Route: Route{Dst: c, Gw: ip, LinkIndex: link}, Kind: KindDirect, For: n.Name}
+				}
+			}
+			if p.Kind == "" && tun.on {
+				var why string
+				if peer, why = tun.peer(n, c); why != "" {
+					warnings = append(warnings, why)
+					continue
+				}
+				p = Planned{Route: Route{Dst: c, Gw: peer.Gateway, LinkIndex: tunnelLink, OnLink: true}, Kind: KindTunnel, For: n.Name}
+			}
+			if p.Kind == "" {
+				continue // the fabric carries it, by a learned route or the default
+			}
+			if slices.ContainsFunc(own, func(o netip.Prefix) bool { return o.Overlaps(c) }) {
+				warnings = append(warnings, fmt.Sprintf("node %s's pod CIDR %s overlaps this node's %v: no route", n.Name, c, own))
 				continue
 			}
-			for _, c := range n.PodCIDRs {
-				ip, ok := n.InternalIP(c.Addr().Is6())
-				if !ok {
-					continue
-				}
-				link, onLink := r.onLink(ip)
-				if !onLink {
-					continue // seed 004: only nodes on this L2 segment get a direct route
-				}
-				if slices.ContainsFunc(own, func(p netip.Prefix) bool { return p.Overlaps(c) }) {
-					warnings = append(warnings, fmt.Sprintf("node %s's pod CIDR %s overlaps this node's %v: no route", n.Name, c, own))
-					continue
-				}
-				if taken[c] {
-					warnings = append(warnings, fmt.Sprintf("pod CIDR %s of node %s is claimed by another node too: no second route", c, n.Name))
-					continue
-				}
-				taken[c] = true
-				d.Routes = append(d.Routes, Planned{Route: Route{Dst: c, Gw: ip, LinkIndex: link}, Kind: KindDirect, For: n.Name})
+			if taken[c] {
+				warnings = append(warnings, fmt.Sprintf("pod CIDR %s of node %s is claimed by another node too: no second route", c, n.Name))
+				continue
+			}
+			taken[c] = true
+			d.Routes = append(d.Routes, p)
+			if p.Kind == KindTunnel {
+				d.Tunnel.Peers = append(d.Tunnel.Peers, peer)
 			}
 		}
 	}
+	d.Tunnel.Device = tun.device
 
 	learned := map[netip.Prefix]bool{}
 	for _, l := range s.Learned {

@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"errors"
 	"net/netip"
 	"slices"
 	"testing"
@@ -8,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"routeagent.io/route-agent/cluster/snapshot"
+	"routeagent.io/route-agent/routing/tunnel"
 )
 
 var netipCmp = cmp.Options{
@@ -333,6 +335,91 @@ func BenchmarkPlanLearned(b *testing.B) {
 		d, _ := Plan(s, f, PlanOptions{})
 		if len(d.Kernel()) != len(learned) {
 			b.Fatalf("%d kernel routes, want %d", len(d.Kernel()), len(learned))
+		}
+	}
+}
+
+func TestPlanTunnel(t *testing.T) {
+	vxlan := &TunnelOptions{Protocol: tunnel.VXLAN, VNI: 1}
+	s := labSnapshot(learnedVia("10.5.119.0/24", "10.4.94.1", "10.4.94.1"), learnedVia("10.4.83.0/24", "10.4.94.1", "10.4.94.1"))
+	tunnelRoute := func(cidr, gw, node string) Planned {
+		return Planned{Route: Route{Dst: pfx(cidr), Gw: addr(gw), LinkIndex: tunnelLink, OnLink: true}, Kind: KindTunnel, For: node}
+	}
+	device := &tunnel.DeviceSpec{Protocol: tunnel.VXLAN, VNI: 1, LocalIP: addr("10.4.94.11"), UnderlayIndex: eth0,
+		Addresses: []netip.Addr{addr("10.5.112.0")}}
+	tests := []struct {
+		desc   string
+		opts   PlanOptions
+		routes []Planned
+		tun    tunnel.Desired
+	}{
+		{
+			desc: "fallback: same rack direct, the other rack through the tunnel, which wins over the learned route",
+			opts: PlanOptions{AutoDirectNodeRoutes: true, Tunnel: vxlan},
+			routes: []Planned{
+				{Route: Route{Dst: pfx("10.4.83.0/24"), Gw: addr("10.4.94.1"), LinkIndex: eth0}, Kind: KindBGP, For: "10.4.94.1"},
+				{Route: Route{Dst: pfx("10.5.114.0/24"), Gw: addr("10.4.94.12"), LinkIndex: eth0}, Kind: KindDirect, For: "rack94-node2"},
+				tunnelRoute("10.5.119.0/24", "10.5.119.0", "rack83-node1"),
+			},
+			tun: tunnel.Desired{Device: device, Peers: []tunnel.Peer{{NodeIP: addr("10.4.83.11"), Gateway: addr("10.5.119.0")}}},
+		},
+		{
+			desc: "tunnel without autoDirectNodeRoutes: every node through the tunnel",
+			opts: PlanOptions{Tunnel: vxlan},
+			routes: []Planned{
+				{Route: Route{Dst: pfx("10.4.83.0/24"), Gw: addr("10.4.94.1"), LinkIndex: eth0}, Kind: KindBGP, For: "10.4.94.1"},
+				tunnelRoute("10.5.114.0/24", "10.5.114.0", "rack94-node2"),
+				tunnelRoute("10.5.119.0/24", "10.5.119.0", "rack83-node1"),
+			},
+			tun: tunnel.Desired{Device: device, Peers: []tunnel.Peer{
+				{NodeIP: addr("10.4.83.11"), Gateway: addr("10.5.119.0")},
+				{NodeIP: addr("10.4.94.12"), Gateway: addr("10.5.114.0")},
+			}},
+		},
+		{
+			desc: "native: no tunnel device, which removes one left by tunnel mode",
+			opts: PlanOptions{AutoDirectNodeRoutes: true},
+			routes: []Planned{
+				{Route: Route{Dst: pfx("10.4.83.0/24"), Gw: addr("10.4.94.1"), LinkIndex: eth0}, Kind: KindBGP, For: "10.4.94.1"},
+				{Route: Route{Dst: pfx("10.5.114.0/24"), Gw: addr("10.4.94.12"), LinkIndex: eth0}, Kind: KindDirect, For: "rack94-node2"},
+				{Route: Route{Dst: pfx("10.5.119.0/24"), Gw: addr("10.4.94.1"), LinkIndex: eth0}, Kind: KindBGP, For: "10.4.94.1"},
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			got, warnings := Plan(s, rack94Facts(), tc.opts)
+			if diff := cmp.Diff(tc.routes, got.Routes, netipCmp); diff != "" {
+				t.Errorf("routes (-want +got):\n%s", diff)
+			}
+			slices.SortFunc(got.Tunnel.Peers, func(a, b tunnel.Peer) int { return a.NodeIP.Compare(b.NodeIP) })
+			if !got.Tunnel.Equal(tc.tun) {
+				t.Errorf("tunnel = %+v %v, want %+v %v", got.Tunnel.Device, got.Tunnel.Peers, tc.tun.Device, tc.tun.Peers)
+			}
+			if len(warnings) != 0 {
+				t.Errorf("warnings %q", warnings)
+			}
+		})
+	}
+
+	// Binding the device's index: the routes through it get it, or are
+	// refused with the reason when there is no device.
+	d, _ := Plan(s, rack94Facts(), PlanOptions{Tunnel: vxlan})
+	bound := d
+	bound.Routes = slices.Clone(d.Routes)
+	bound.bindTunnel(7, nil)
+	for _, r := range bound.Kernel() {
+		if r.LinkIndex == tunnelLink {
+			t.Errorf("route %v kept the placeholder", r)
+		}
+	}
+	d.bindTunnel(0, errors.New("geneve: not supported"))
+	if n := len(d.Kernel()); n != 1 {
+		t.Errorf("with no device, %d routes to install, want only the BGP one", n)
+	}
+	for _, r := range d.Routes {
+		if r.Kind == KindTunnel && r.Refused != "no tunnel device: geneve: not supported" {
+			t.Errorf("route %+v not refused with the device's error", r)
 		}
 	}
 }

@@ -35,6 +35,7 @@ type Routing interface {
 	Routes() []routing.RouteView
 	Options() routing.PlanOptions
 	Stats() routing.Stats
+	MTU() (int, bool)
 }
 
 // Handlers answer routectl from what the agent last saw and did.
@@ -185,6 +186,13 @@ func (h *Handlers) routingStatus() *apiv1.RoutingStatus {
 	o := h.Routing.Options()
 	st := &apiv1.RoutingStatus{Mode: "native", AutoDirectNodeRoutes: o.AutoDirectNodeRoutes,
 		InstallDefaultRoute: o.InstallDefaultRoute, Heals: h.Routing.Stats().Heals}
+	if t := o.Tunnel; t != nil {
+		st.Mode, st.TunnelProtocol, st.TunnelDevice = "tunnel", string(t.Protocol), t.Protocol.DeviceName()
+		st.TunnelPort = uint32(cmp.Or(t.Port, t.Protocol.DefaultPort()))
+	}
+	if mtu, _ := h.Routing.MTU(); mtu > 0 {
+		st.PodMtu = uint32(mtu)
+	}
 	counts := map[[2]string]uint32{}
 	var order [][2]string
 	for _, v := range h.Routing.Routes() {

@@ -63,6 +63,7 @@ type fakeRouting struct {
 func (f fakeRouting) Routes() []routing.RouteView  { return f.routes }
 func (f fakeRouting) Options() routing.PlanOptions { return f.opts }
 func (f fakeRouting) Stats() routing.Stats         { return routing.Stats{Heals: f.heals} }
+func (f fakeRouting) MTU() (int, bool)             { return 0, true }
 
 var labRoutes = fakeRouting{
 	opts:  routing.PlanOptions{AutoDirectNodeRoutes: true},

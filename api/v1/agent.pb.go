@@ -241,13 +241,20 @@ func (x *StatusResponse) GetRouting() *RoutingStatus {
 // reconcile and error are in parts).
 type RoutingStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// "native" (routes to pod CIDRs without encapsulation).
+	// "native" (routes to pod CIDRs without encapsulation) or "tunnel"
+	// (through an overlay where no direct route reaches).
 	Mode                 string        `protobuf:"bytes,1,opt,name=mode,proto3" json:"mode,omitempty"`
 	AutoDirectNodeRoutes bool          `protobuf:"varint,2,opt,name=auto_direct_node_routes,json=autoDirectNodeRoutes,proto3" json:"auto_direct_node_routes,omitempty"`
 	InstallDefaultRoute  bool          `protobuf:"varint,3,opt,name=install_default_route,json=installDefaultRoute,proto3" json:"install_default_route,omitempty"`
 	Counts               []*RouteCount `protobuf:"bytes,4,rep,name=counts,proto3" json:"counts,omitempty"`
 	// Routes put back after they went missing from the kernel.
-	Heals         uint64 `protobuf:"varint,5,opt,name=heals,proto3" json:"heals,omitempty"`
+	Heals uint64 `protobuf:"varint,5,opt,name=heals,proto3" json:"heals,omitempty"`
+	// Tunnel mode: the overlay, its UDP port and device.
+	TunnelProtocol string `protobuf:"bytes,6,opt,name=tunnel_protocol,json=tunnelProtocol,proto3" json:"tunnel_protocol,omitempty"`
+	TunnelPort     uint32 `protobuf:"varint,7,opt,name=tunnel_port,json=tunnelPort,proto3" json:"tunnel_port,omitempty"`
+	TunnelDevice   string `protobuf:"bytes,8,opt,name=tunnel_device,json=tunnelDevice,proto3" json:"tunnel_device,omitempty"`
+	// The MTU pods use (written into the CNI config); 0 leaves the link's.
+	PodMtu        uint32 `protobuf:"varint,9,opt,name=pod_mtu,json=podMtu,proto3" json:"pod_mtu,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -313,6 +320,34 @@ func (x *RoutingStatus) GetCounts() []*RouteCount {
 func (x *RoutingStatus) GetHeals() uint64 {
 	if x != nil {
 		return x.Heals
+	}
+	return 0
+}
+
+func (x *RoutingStatus) GetTunnelProtocol() string {
+	if x != nil {
+		return x.TunnelProtocol
+	}
+	return ""
+}
+
+func (x *RoutingStatus) GetTunnelPort() uint32 {
+	if x != nil {
+		return x.TunnelPort
+	}
+	return 0
+}
+
+func (x *RoutingStatus) GetTunnelDevice() string {
+	if x != nil {
+		return x.TunnelDevice
+	}
+	return ""
+}
+
+func (x *RoutingStatus) GetPodMtu() uint32 {
+	if x != nil {
+		return x.PodMtu
 	}
 	return 0
 }
@@ -1173,13 +1208,18 @@ const file_agent_proto_rawDesc = "" +
 	" \x03(\v2\x19.routeagent.v1.PartStatusR\x05parts\x12\x14\n" +
 	"\x05ready\x18\v \x01(\bR\x05ready\x12*\n" +
 	"\x11not_ready_reasons\x18\f \x03(\tR\x0fnotReadyReasons\x126\n" +
-	"\arouting\x18\r \x01(\v2\x1c.routeagent.v1.RoutingStatusR\aroutingJ\x04\b\x06\x10\aJ\x04\b\a\x10\b\"\xd7\x01\n" +
+	"\arouting\x18\r \x01(\v2\x1c.routeagent.v1.RoutingStatusR\aroutingJ\x04\b\x06\x10\aJ\x04\b\a\x10\b\"\xdf\x02\n" +
 	"\rRoutingStatus\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\tR\x04mode\x125\n" +
 	"\x17auto_direct_node_routes\x18\x02 \x01(\bR\x14autoDirectNodeRoutes\x122\n" +
 	"\x15install_default_route\x18\x03 \x01(\bR\x13installDefaultRoute\x121\n" +
 	"\x06counts\x18\x04 \x03(\v2\x19.routeagent.v1.RouteCountR\x06counts\x12\x14\n" +
-	"\x05heals\x18\x05 \x01(\x04R\x05heals\"L\n" +
+	"\x05heals\x18\x05 \x01(\x04R\x05heals\x12'\n" +
+	"\x0ftunnel_protocol\x18\x06 \x01(\tR\x0etunnelProtocol\x12\x1f\n" +
+	"\vtunnel_port\x18\a \x01(\rR\n" +
+	"tunnelPort\x12#\n" +
+	"\rtunnel_device\x18\b \x01(\tR\ftunnelDevice\x12\x17\n" +
+	"\apod_mtu\x18\t \x01(\rR\x06podMtu\"L\n" +
 	"\n" +
 	"RouteCount\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x14\n" +

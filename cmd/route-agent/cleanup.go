@@ -9,6 +9,7 @@ import (
 
 	"routeagent.io/route-agent/routing"
 	"routeagent.io/route-agent/routing/cni"
+	"routeagent.io/route-agent/routing/tunnel"
 )
 
 // cleanupCommand removes what the agent leaves on a node on purpose: its
@@ -20,7 +21,8 @@ func cleanupCommand() *cobra.Command {
 		Use:   "cleanup",
 		Short: "Remove everything route-agent installed on this node (for uninstalling)",
 		Long: `cleanup removes every kernel route of protocol 201 (the agent's) in every
-table and the agent's CNI config file. Run it on each node after removing
+table, the tunnel devices ra_vxlan and ra_geneve with their FDB and neighbour
+entries, and the agent's CNI config file. Run it on each node after removing
 the DaemonSet, for example from a one-off privileged pod on the host
 network. It touches nothing else.`,
 		Args: cobra.NoArgs,
@@ -36,6 +38,15 @@ network. It touches nothing else.`,
 				return fmt.Errorf("removing routes: %w", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "removed %d routes of protocol %d\n", n, routing.Protocol)
+			tun, err := tunnel.New(tunnel.Options{Logger: log})
+			if err != nil {
+				return err
+			}
+			defer tun.Close()
+			if err := tun.Cleanup(cmd.Context()); err != nil {
+				return fmt.Errorf("removing the tunnel devices: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed the tunnel devices %s and %s if present\n", tunnel.VXLANDevice, tunnel.GeneveDevice)
 			if cniConfDir != "" {
 				if err := cni.Remove(cniConfDir); err != nil {
 					return err

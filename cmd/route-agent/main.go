@@ -32,6 +32,7 @@ import (
 	"routeagent.io/route-agent/engine"
 	"routeagent.io/route-agent/routing"
 	"routeagent.io/route-agent/routing/cni"
+	"routeagent.io/route-agent/routing/tunnel"
 )
 
 type options struct {
@@ -48,6 +49,9 @@ type options struct {
 
 	autoDirect     bool
 	installDefault bool
+	routingMode    string
+	tunnelProtocol string
+	tunnelPort     int
 	cniConfDir     string
 	cniIPAMDir     string
 	sysctlDir      string
@@ -86,6 +90,9 @@ ROUTE_AGENT_TUNNEL_PROTOCOL; the command line wins.`,
 	f.StringVar(&o.health, "health-listen", "127.0.0.1:9956", "address serving the probes /healthz (liveness) and /readyz (readiness); empty disables them")
 	f.DurationVar(&o.shutdownWait, "shutdown-timeout", 10*time.Second, "on SIGTERM, how long to wait for API calls in flight and for the BGP speaker's Cease notifications")
 	f.BoolVar(&o.autoDirect, "auto-direct-node-routes", true, "route other nodes' pod CIDRs directly to nodes whose address is on-link (same L2 segment)")
+	f.StringVar(&o.routingMode, "routing-mode", "native", "native: pod traffic is routed as is (direct routes and the fabric's BGP routes); tunnel: other nodes' pods that no direct route reaches go through a VXLAN/Geneve overlay")
+	f.StringVar(&o.tunnelProtocol, "tunnel-protocol", "vxlan", "the overlay of --routing-mode tunnel: vxlan or geneve")
+	f.IntVar(&o.tunnelPort, "tunnel-port", 0, "the overlay's UDP port; 0 is the protocol's default (VXLAN 8472, Geneve 6081)")
 	f.BoolVar(&o.installDefault, "install-default-route", false, "install a default route learned over BGP (off: the host's own default route is never replaced)")
 	f.StringVar(&o.cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "directory to write "+cni.FileName+" into, from this node's pod CIDRs; empty for clusters that bring their own CNI")
 	f.StringVar(&o.cniIPAMDir, "cni-ipam-data-dir", "", "host-local IPAM state directory written into the CNI config; empty is the plugin's default (/var/lib/cni/networks)")
@@ -110,6 +117,21 @@ func run(ctx context.Context, o options) error {
 	klog.SetSlogLogger(log.With("component", "client-go"))
 	if o.nodeName == "" {
 		return errors.New("--node-name is empty and $NODE_NAME is not set")
+	}
+	plan, err := o.planOptions()
+	if err != nil {
+		return err
+	}
+	if plan.Tunnel != nil {
+		// Fail now, not at the first reconcile: a kernel without the
+		// module cannot run this mode at all.
+		if err := tunnel.CheckSupport(plan.Tunnel.Protocol); err != nil {
+			return err
+		}
+		if plan.Tunnel.Protocol == tunnel.Geneve {
+			return errors.New("--tunnel-protocol geneve: forwarding to several nodes over Geneve is not supported yet " +
+				"(the kernel's geneve device has no per-peer forwarding entries, which VXLAN's has); use --tunnel-protocol vxlan")
+		}
 	}
 	ns, name, ok := strings.Cut(o.bgpConfig, "/")
 	if !ok || ns == "" || name == "" {
@@ -160,8 +182,12 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer kernel.Close()
-	routes := routing.NewPart(kernel, routing.PlanOptions{AutoDirectNodeRoutes: o.autoDirect, InstallDefaultRoute: o.installDefault},
-		&routing.Sysctls{Dir: o.sysctlDir, Log: log}, log)
+	tun, err := tunnel.New(tunnel.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer tun.Close()
+	routes := routing.NewPart(kernel, tun, plan, &routing.Sysctls{Dir: o.sysctlDir, Log: log}, log)
 
 	eng := engine.New(engine.Options{Logger: log, Resync: o.resync})
 	eng.Add(engine.Func("bgp", func(s *snapshot.Snapshot) (bgp.Desired, []string) {
@@ -169,7 +195,7 @@ func run(ctx context.Context, o options) error {
 	}, speaker.Set))
 	eng.Add(routes)
 	if o.cniConfDir != "" {
-		eng.Add(cni.NewPart(o.cniConfDir, o.cniIPAMDir, log))
+		eng.Add(cni.NewPart(o.cniConfDir, o.cniIPAMDir, routes.MTU, log))
 	}
 	eng.AddCheck(bgp.ConfigCheck)
 
@@ -234,6 +260,27 @@ func run(ctx context.Context, o options) error {
 		log.Error("stopping", "err", serr)
 	}
 	return err
+}
+
+// planOptions checks the routing flags.
+func (o options) planOptions() (routing.PlanOptions, error) {
+	p := routing.PlanOptions{AutoDirectNodeRoutes: o.autoDirect, InstallDefaultRoute: o.installDefault}
+	switch o.routingMode {
+	case "native":
+		return p, nil
+	case "tunnel":
+	default:
+		return p, fmt.Errorf("--routing-mode %q: want native or tunnel", o.routingMode)
+	}
+	proto := tunnel.Protocol(o.tunnelProtocol)
+	if proto.DeviceName() == "" {
+		return p, fmt.Errorf("--tunnel-protocol %q: want vxlan or geneve", o.tunnelProtocol)
+	}
+	if o.tunnelPort < 0 || o.tunnelPort > 65535 {
+		return p, fmt.Errorf("--tunnel-port %d: want 1-65535, or 0 for the protocol's default", o.tunnelPort)
+	}
+	p.Tunnel = &routing.TunnelOptions{Protocol: proto, Port: o.tunnelPort, VNI: tunnel.DefaultVNI}
+	return p, nil
 }
 
 func kubeConfig(path string) (*rest.Config, error) {

@@ -215,6 +215,13 @@ func printStatus(w io.Writer, format string, s *apiv1.StatusResponse) error {
 	if rs := s.GetRouting(); rs != nil {
 		fmt.Fprintf(tw, "Routing:\t%s, autoDirectNodeRoutes %s, learned default route %s\n", rs.GetMode(),
 			onOff(rs.GetAutoDirectNodeRoutes()), map[bool]string{true: "installed", false: "refused"}[rs.GetInstallDefaultRoute()])
+		if rs.GetMode() == "tunnel" {
+			mtu := "not known yet"
+			if rs.GetPodMtu() > 0 {
+				mtu = strconv.Itoa(int(rs.GetPodMtu()))
+			}
+			fmt.Fprintf(tw, "Tunnel:\t%s on UDP %d, device %s, pod MTU %s\n", rs.GetTunnelProtocol(), rs.GetTunnelPort(), rs.GetTunnelDevice(), mtu)
+		}
 		var counts []string
 		for _, c := range rs.GetCounts() {
 			counts = append(counts, fmt.Sprintf("%d %s %s", c.GetCount(), c.GetKind(), c.GetState()))
@@ -309,6 +316,10 @@ type statusOut struct {
 
 type routingOut struct {
 	Mode                 string          `json:"mode"`
+	TunnelProtocol       string          `json:"tunnelProtocol,omitempty"`
+	TunnelPort           uint32          `json:"tunnelPort,omitempty"`
+	TunnelDevice         string          `json:"tunnelDevice,omitempty"`
+	PodMTU               uint32          `json:"podMTU,omitempty"`
 	AutoDirectNodeRoutes bool            `json:"autoDirectNodeRoutes"`
 	InstallDefaultRoute  bool            `json:"installDefaultRoute"`
 	Counts               []routeCountOut `json:"counts"`
@@ -368,7 +379,8 @@ func statusJSON(s *apiv1.StatusResponse) statusOut {
 		Parts:       []partOut{},
 	}
 	if rs := s.GetRouting(); rs != nil {
-		out.Routing = &routingOut{Mode: rs.GetMode(), AutoDirectNodeRoutes: rs.GetAutoDirectNodeRoutes(),
+		out.Routing = &routingOut{Mode: rs.GetMode(), TunnelProtocol: rs.GetTunnelProtocol(), TunnelPort: rs.GetTunnelPort(),
+			TunnelDevice: rs.GetTunnelDevice(), PodMTU: rs.GetPodMtu(), AutoDirectNodeRoutes: rs.GetAutoDirectNodeRoutes(),
 			InstallDefaultRoute: rs.GetInstallDefaultRoute(), Heals: rs.GetHeals(), Counts: []routeCountOut{}}
 		for _, c := range rs.GetCounts() {
 			out.Routing.Counts = append(out.Routing.Counts, routeCountOut{Kind: c.GetKind(), State: c.GetState(), Count: c.GetCount()})

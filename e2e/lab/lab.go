@@ -302,9 +302,11 @@ func (l *Lab) StartAgent(ctx context.Context, n *Node) error {
 	// Its own UTS namespace gives the agent the node's hostname, which
 	// GoBGP announces and FRR prints next to the peer. unshare and sh exec
 	// in place, so the PID stays the agent's.
-	p, err := l.start(n.NS, "route-agent", dir, "unshare", "--uts", "sh", "-c", `hostname "$0" && exec "$@"`, n.Name,
+	args := append([]string{"--uts", "sh", "-c", `hostname "$0" && exec "$@"`, n.Name,
 		filepath.Join(l.opts.BinDir, "route-agent"),
-		"--node-name", n.Name, "--kubeconfig", kubeconfig, "--api-socket", n.Socket, "--state-dir", dir, "--cni-conf-dir", n.CNIConfDir, "--cni-ipam-data-dir", ipamDir, "--log-level", "info")
+		"--node-name", n.Name, "--kubeconfig", kubeconfig, "--api-socket", n.Socket, "--state-dir", dir, "--cni-conf-dir", n.CNIConfDir, "--cni-ipam-data-dir", ipamDir, "--log-level", "info"},
+		n.AgentArgs...)
+	p, err := l.start(n.NS, "route-agent", dir, "unshare", args...)
 	if err != nil {
 		return err
 	}

@@ -46,6 +46,9 @@ type Node struct {
 	Labels  map[string]string
 	// Socket is the agent's API socket, reachable from the root namespace.
 	Socket string
+	// AgentArgs are added to the agent's command line at its next start
+	// (tests that switch modes).
+	AgentArgs []string
 	agent  *proc
 
 	// CNIConfDir is the node's CNI config directory (its /etc/cni/net.d),
