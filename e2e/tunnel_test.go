@@ -145,6 +145,51 @@ func TestTunnelModeFallback(t *testing.T) {
 		t.Errorf("one byte more than the MTU: want a local 'message too long', got %v\n%s", err, out)
 	}
 
+	// An agent restarted in the same mode adopts the device as it is: same
+	// ifindex, and no link, route, neighbour or FDB change at all.
+	index := func() string {
+		out, err := l.NodeExec(ctx, a, "cat", "/sys/class/net/ra_vxlan/ifindex")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	before := index()
+	mon, err := l.StartBackground(a.NS, "ip", "monitor", "link", "route", "neigh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if err := l.StopAgent(a, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.StartAgent(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.WaitEstablished(ctx, a, a.Router, settle); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitRouteKinds(ctx, l, a, checks[a]); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(4 * time.Second) // past the settling of learned routes, and a reconcile after it
+	// The pods' neighbour entries age and are probed by the kernel
+	// meanwhile; those are not the agent's.
+	var changes []string
+	for _, line := range strings.Split(mon.Stop(), "\n") {
+		isNeigh := strings.Contains(line, " lladdr ") || strings.HasSuffix(strings.TrimSpace(line), "FAILED") || strings.HasSuffix(strings.TrimSpace(line), "INCOMPLETE")
+		if line == "" || strings.HasPrefix(line, "Unknown message") || isNeigh && !strings.Contains(line, "ra_vxlan") {
+			continue
+		}
+		changes = append(changes, line)
+	}
+	if len(changes) > 0 {
+		t.Errorf("kernel changes on %s across a restart in tunnel mode:\n%s", a.Name, strings.Join(changes, "\n"))
+	}
+	if after := index(); after != before {
+		t.Errorf("ra_vxlan was recreated across the restart: ifindex %s, then %s", before, after)
+	}
+
 	// Back to native: the device goes, with its routes.
 	restartAll(ctx, t, l)
 	waitAllRoutes(ctx, t, l)
