@@ -49,7 +49,7 @@ type Node struct {
 	// AgentArgs are added to the agent's command line at its next start
 	// (tests that switch modes).
 	AgentArgs []string
-	agent  *proc
+	agent     *proc
 
 	// CNIConfDir is the node's CNI config directory (its /etc/cni/net.d),
 	// the agent's --cni-conf-dir; pods are made from the conflist the
