@@ -438,7 +438,7 @@ func TestAgentRestartChangesNoRoute(t *testing.T) {
 		{"SIGKILL", func() error { return l.KillAgent(n) }},
 	} {
 		t.Run(stop.name, func(t *testing.T) {
-			mon, err := l.StartBackground(n.NS, "ip", "-timestamp", "monitor", "route")
+			mon, err := l.StartBackground(n.NS, "ip", "monitor", "route")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -471,8 +471,17 @@ func TestAgentRestartChangesNoRoute(t *testing.T) {
 			}
 			t.Logf("restart after %s: settled %s after the start", stop.name, time.Since(start).Round(time.Millisecond))
 			time.Sleep(time.Second) // a last reconcile after settling
-			if out := strings.TrimSpace(mon.Stop()); out != "" {
-				t.Errorf("route changes on %s across an agent restart:\n%s", n.Name, out)
+			// The kernel's own routes (an IPv6 link-local address coming
+			// back after an earlier test's link bounce) are not changes
+			// the agent made; every other line is.
+			var changes []string
+			for _, line := range strings.Split(mon.Stop(), "\n") {
+				if line != "" && !strings.Contains(line, "proto kernel") {
+					changes = append(changes, line)
+				}
+			}
+			if len(changes) > 0 {
+				t.Errorf("route changes on %s across an agent restart:\n%s", n.Name, strings.Join(changes, "\n"))
 			}
 		})
 	}
