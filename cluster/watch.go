@@ -105,12 +105,18 @@ func Watch(ctx context.Context, opts WatchOptions, publish func(*snapshot.Cluste
 	b := builder{opts: opts, log: log, nodes: nodeInformer.Lister(), configMaps: cmInformer.Lister()}
 	b.cfg.Source = opts.BGPConfig.String()
 	dirty.Fire()
+	var last *snapshot.Cluster
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-dirty.C():
-			publish(b.build())
+			// Most Node updates are kubelet heartbeats that change
+			// nothing the agent reads; only a change is published.
+			if c := b.build(); !c.Same(last) {
+				publish(c)
+				last = c
+			}
 		}
 	}
 }

@@ -764,3 +764,31 @@ func TestWatchLastGoodSurvivesRestart(t *testing.T) {
 		t.Errorf("saved config still there after the ConfigMap was deleted: %v", err)
 	}
 }
+
+// A Node update that changes nothing the agent reads (a kubelet heartbeat:
+// conditions, an external address) publishes nothing: every publish wakes
+// every part of the agent.
+func TestWatchSkipsUpdatesThatChangeNothing(t *testing.T) {
+	spec := nodeSpec{name: "node-a", rv: "1", addrs: []corev1.NodeAddress{internal("10.0.0.1")}, podCIDRs: []string{"10.244.0.0/24"}}
+	w := startWatch(t, "node-a", spec.obj())
+	w.waitFor("node-a", func(s *snapshot.Cluster) bool { return s.Self != nil })
+	w.mu.Lock()
+	before := w.published
+	w.mu.Unlock()
+
+	heartbeat := spec
+	heartbeat.rv = "2"
+	heartbeat.addrs = append(heartbeat.addrs, external("203.0.113.7"))
+	w.updateNode(heartbeat)
+	time.Sleep(200 * time.Millisecond) // let the informer deliver it
+
+	labelled := heartbeat
+	labelled.rv, labelled.labels = "3", map[string]string{"rack": "94"}
+	w.updateNode(labelled)
+	w.waitFor("the label", func(s *snapshot.Cluster) bool { return s.Self != nil && s.Self.Labels["rack"] == "94" })
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if got := w.published - before; got != 1 {
+		t.Errorf("a heartbeat and a label change gave %d snapshots, want 1 (the label's)", got)
+	}
+}

@@ -136,6 +136,16 @@ func (e *Engine) Update(f func(*snapshot.Snapshot)) {
 	}
 }
 
+// Kick wakes the named part, as its own events would: for a part whose
+// input another part produces (the pods' MTU, from the tunnel device).
+func (e *Engine) Kick(name string) {
+	for _, r := range e.parts {
+		if r.part.Name() == name {
+			r.wake.Fire()
+		}
+	}
+}
+
 // Snapshot returns the current snapshot; callers must not modify it.
 func (e *Engine) Snapshot() *snapshot.Snapshot {
 	e.mu.Lock()

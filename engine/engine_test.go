@@ -179,7 +179,8 @@ func TestFailingPartDoesNotBlockOthers(t *testing.T) {
 			return statusOf(e, "healthy").SnapshotVersion == e.Snapshot().Version
 		})
 	}
-	failing.waitCalls(t, 10)
+	// Failures are counted when a reconcile ends, calls when it starts.
+	waitUntil(t, "ten recorded failures", func() bool { return statusOf(e, "failing").Failures >= 10 })
 	if got := len(stuck.versions()); got != 1 {
 		t.Errorf("stuck part reconciled %d times, want 1 (it is still in its first)", got)
 	}
@@ -267,6 +268,20 @@ func TestPanicIsAFailureOfThatPartOnly(t *testing.T) {
 	good.waitCalls(t, 1)
 	if st := statusOf(e, "bad"); !strings.Contains(st.LastError, "panic: index out of range") {
 		t.Errorf("LastError = %q, want the panic", st.LastError)
+	}
+}
+
+func TestKickWakesOnlyThatPart(t *testing.T) {
+	a, b := newFakePart("routing"), newFakePart("cni")
+	e := startEngine(t, Options{Resync: time.Hour}, a, b)
+	e.Update(synced)
+	a.waitCalls(t, 1)
+	b.waitCalls(t, 1)
+	e.Kick("cni")
+	b.waitCalls(t, 2)
+	time.Sleep(50 * time.Millisecond)
+	if n := len(a.versions()); n != 1 {
+		t.Errorf("kicking cni reconciled routing %d times, want once (the snapshot's)", n)
 	}
 }
 

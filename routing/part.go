@@ -25,7 +25,8 @@ type Part struct {
 	sysctls *Sysctls
 	log     *slog.Logger
 	// mtu is the tunnel device's MTU once it exists; see MTU.
-	mtu atomic.Int64
+	mtu         atomic.Int64
+	onMTUChange func()
 
 	mu    sync.Mutex
 	view  []RouteView
@@ -38,6 +39,10 @@ type Part struct {
 func NewPart(k *Kernel, tun *tunnel.Tunnel, opts PlanOptions, sysctls *Sysctls, log *slog.Logger) *Part {
 	return &Part{k: k, tun: tun, opts: opts, sysctls: sysctls, log: log, since: map[viewKey]time.Time{}}
 }
+
+// OnMTUChange registers f, called when the pods' MTU changes; set it
+// before the engine runs.
+func (p *Part) OnMTUChange(f func()) { p.onMTUChange = f }
 
 // MTU is the MTU pods must use: in tunnel mode the tunnel device's, with
 // known false until the device exists; 0 (leave the link's) in native mode.
@@ -65,8 +70,23 @@ func (p *Part) Reconcile(ctx context.Context, s *snapshot.Snapshot) ([]string, e
 	tres, tunErr := p.tun.Set(ctx, d.Tunnel)
 	if tunErr != nil {
 		tunErr = fmt.Errorf("tunnel: %w", tunErr)
+		if tres.Index == 0 && d.Tunnel.Device != nil {
+			if l, err := p.k.h.LinkByName(d.Tunnel.Device.Protocol.DeviceName()); err == nil {
+				// The device is there, only this Set failed: keep the
+				// routes through it rather than blackhole them.
+				tres.Index = l.Attrs().Index
+			} else {
+				// No device at all: the fabric's routes carry what they
+				// can meanwhile.
+				native := p.opts
+				native.Tunnel = nil
+				d, _ = Plan(s, facts, native)
+			}
+		}
 	}
-	p.mtu.Store(int64(tres.MTU))
+	if tres.MTU > 0 && p.mtu.Swap(int64(tres.MTU)) != int64(tres.MTU) && p.onMTUChange != nil {
+		p.onMTUChange()
+	}
 	d.bindTunnel(tres.Index, tunErr)
 	var sysErr error
 	if p.sysctls != nil {
@@ -86,11 +106,13 @@ func (p *Part) Reconcile(ctx context.Context, s *snapshot.Snapshot) ([]string, e
 func (p *Part) Watch(ctx context.Context, kick func()) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	tunErr := make(chan error, 1)
-	go func() { tunErr <- p.tun.Watch(ctx, kick) }()
-	err := p.k.Watch(ctx, kick)
+	errs := make(chan error, 2)
+	go func() { errs <- p.k.Watch(ctx, kick) }()
+	go func() { errs <- p.tun.Watch(ctx, kick) }()
+	// When either stops, both restart: the engine restarts Watch.
+	err := <-errs
 	cancel()
-	return errors.Join(err, <-tunErr)
+	return errors.Join(err, <-errs)
 }
 
 // RouteView is one route the agent manages, as routectl routes shows it.

@@ -20,12 +20,14 @@ const (
 
 // Watch subscribes to the kernel's route, link and address events (IPv4
 // and IPv6) and calls notify whenever something happened that may make the
-// kernel differ from the last Set: one of our routes deleted or changed, a
-// route of another protocol appearing or going at a desired key, a device
-// route of another protocol (a connected prefix, which makes gateways
-// reachable) coming or going, a link coming, going, going up or down, an
-// address added or removed. Our own writes seen back, other protocols'
-// gateway routes elsewhere and IPv6 link-local churn do not count.
+// kernel differ from the last Set, or the plan differ from the last one:
+// one of our routes deleted or changed, a unicast route of another protocol
+// coming or going in the main table (a connected prefix makes gateways
+// reachable; the planner decides on-link nodes and resolves BGP next hops
+// through the main table, default route included) or at a desired key, a
+// link coming, going, going up or down, an address added or removed. Our
+// own writes seen back, other tables' routes and IPv6 link-local churn do
+// not count.
 //
 // notify must not block; Watch calls it once per burst of events, and once
 // after subscribing, for what happened before. When a subscription fails
@@ -197,7 +199,9 @@ func (ev *eventFilter) route(u *netlink.RouteUpdate, want *desiredSet) bool {
 	}
 	key, ok := kernelKey(&u.Route)
 	if !ok {
-		return false
+		// The host's default route (it has no Dst): next hops may resolve
+		// through it.
+		return want != nil && u.Dst == nil && int(u.Protocol) != Protocol && u.Table == unix.RT_TABLE_MAIN && u.Route.Type == unix.RTN_UNICAST
 	}
 	var desired Route
 	wanted := false
@@ -208,10 +212,10 @@ func (ev *eventFilter) route(u *netlink.RouteUpdate, want *desiredSet) bool {
 		}
 	}
 	if int(u.Protocol) != Protocol {
-		// Another protocol's route can take or free a key we want, and a
-		// device route can make a gateway reachable (a connected route back
-		// with its address, after a link bounce).
-		return wanted || (want != nil && isDeviceRoute(&u.Route) && (key.Table == unix.RT_TABLE_MAIN || want.tables[key.Table]))
+		// Another protocol's route can take or free a key we want; in the
+		// main table it can change what the planner resolves through (a
+		// connected route back after a link bounce, a new default gateway).
+		return wanted || (want != nil && isUnicastRoute(&u.Route) && (key.Table == unix.RT_TABLE_MAIN || want.tables[key.Table] && isDeviceRoute(&u.Route)))
 	}
 	switch u.Type {
 	case unix.RTM_NEWROUTE:
@@ -226,9 +230,19 @@ func (ev *eventFilter) route(u *netlink.RouteUpdate, want *desiredSet) bool {
 }
 
 func isDeviceRoute(nr *netlink.Route) bool {
-	dst := nr.Dst.IP
-	return nr.Gw == nil && len(nr.MultiPath) == 0 && nr.Type == unix.RTN_UNICAST &&
-		!dst.IsLinkLocalUnicast() && !dst.IsMulticast()
+	return nr.Gw == nil && len(nr.MultiPath) == 0 && isUnicastRoute(nr)
+}
+
+// isUnicastRoute: a unicast route other than the link-local and multicast
+// ones every link has.
+func isUnicastRoute(nr *netlink.Route) bool {
+	if nr.Type != unix.RTN_UNICAST {
+		return false
+	}
+	if nr.Dst == nil {
+		return true // a default route
+	}
+	return !nr.Dst.IP.IsLinkLocalUnicast() && !nr.Dst.IP.IsMulticast()
 }
 
 // link reports whether a link came, went, or went up or down.

@@ -39,9 +39,15 @@ func TestEventFilterRoutes(t *testing.T) {
 		{"a route of ours nobody wants deleted", event(unix.RTM_DELROUTE, elsewhere, nil), false},
 		{"another protocol's route at a desired key", event(unix.RTM_NEWROUTE, a, static), true},
 		{"another protocol's route at a desired key goes", event(unix.RTM_DELROUTE, b, static), true},
-		{"another protocol's gateway route elsewhere", event(unix.RTM_NEWROUTE, Route{Dst: elsewhere.Dst, Gw: a.Gw, LinkIndex: 2}, static), false},
+		{"another protocol's gateway route elsewhere: next hops resolve through it", event(unix.RTM_NEWROUTE, Route{Dst: elsewhere.Dst, Gw: a.Gw, LinkIndex: 2}, static), true},
+		{"another protocol's gateway route in another table", event(unix.RTM_NEWROUTE, Route{Dst: elsewhere.Dst, Gw: a.Gw, LinkIndex: 2, Table: 100}, static), false},
 		{"another protocol's device route elsewhere: a gateway may be reachable", event(unix.RTM_NEWROUTE, elsewhere, static), true},
 		{"another protocol's route at a desired prefix in another table", event(unix.RTM_NEWROUTE, Route{Dst: a.Dst, Gw: a.Gw, LinkIndex: 2, Table: 7}, static), false},
+		{"the host's default route changes gateway", func() *netlink.RouteUpdate {
+			u := event(unix.RTM_NEWROUTE, Route{Dst: elsewhere.Dst, Gw: a.Gw, LinkIndex: 2}, static)
+			u.Dst, u.Table = nil, unix.RT_TABLE_MAIN
+			return u
+		}(), true},
 		{"a cloned route", event(unix.RTM_DELROUTE, b, func(nr *netlink.Route) { nr.Flags |= unix.RTM_F_CLONED }), false},
 		{"a connected route back: a gateway may be reachable again", event(unix.RTM_NEWROUTE, Route{Dst: netip.MustParsePrefix("fd01::/64"), LinkIndex: 3}, kernelProto), true},
 		{"a connected route in a table the agent uses", event(unix.RTM_DELROUTE, Route{Dst: netip.MustParsePrefix("10.9.0.0/24"), LinkIndex: 3, Table: 100}, kernelProto), true},
@@ -239,6 +245,8 @@ func TestWatchHealsADeletedRoute(t *testing.T) {
 		}
 		t.Logf("%s back %v after it was deleted", r, time.Since(start))
 	}
+	// The kernel's event may come before Set has counted its write.
+	waitFor(t, 5*time.Second, "two heals counted", func() bool { return k.Stats().Heals == 2 })
 	if got := k.Stats().Heals; got != 2 {
 		t.Errorf("Stats().Heals = %d, want 2", got)
 	}
@@ -315,8 +323,9 @@ func TestWatchIgnoresOwnWritesAndOtherChurn(t *testing.T) {
 	quiet("our own adds")
 	mustSet(t, k, []Route{a})
 	quiet("our own deletes")
-	l.addRoute(t, staticRoute("10.77.0.0/16", "10.0.0.9", l.eth0))
-	quiet("another protocol's route elsewhere")
+	// The planner resolves next hops through the main table, so another
+	// protocol's route there counts.
+	loud("another protocol's route elsewhere in main", func() { l.addRoute(t, staticRoute("10.77.0.0/16", "10.0.0.9", l.eth0)) })
 
 	loud("deleting our route", func() {
 		nr := toNetlink(a)

@@ -155,8 +155,10 @@ func kernelState(rt bgp.RouteStatus, views []routing.RouteView, own []netip.Pref
 	}
 	for _, v := range views {
 		switch {
-		case v.Kind == routing.KindDirect:
-			return "not installed: the direct route to " + v.For + " wins"
+		case v.Kind == routing.KindDirect, v.Kind == routing.KindTunnel:
+			return "not installed: the " + string(v.Kind) + " route to " + v.For + " wins"
+		case v.For == routing.KeptUntilSettled:
+			return "pending: an earlier run's route is kept until BGP settles"
 		case v.For != rt.PeerAddress:
 			return "not best: " + v.For + "'s path is"
 		case v.Reason != "":

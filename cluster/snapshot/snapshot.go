@@ -6,7 +6,9 @@
 package snapshot
 
 import (
+	"maps"
 	"net/netip"
+	"slices"
 
 	bgpconfig "routeagent.io/route-agent/bgp/config"
 )
@@ -98,4 +100,36 @@ type LearnedRoute struct {
 	// Peer is the address of the neighbour the path came from.
 	Peer   netip.Addr
 	ASPath []uint32
+}
+
+// Same reports whether two Cluster sections hold the same view: what
+// planners read. (Not Equal: go-cmp would take that for deep equality.) A source publishes only a changed section, since every
+// publish wakes every part (a kubelet's status heartbeat changes nothing
+// here).
+func (c *Cluster) Same(o *Cluster) bool {
+	if c == nil || o == nil {
+		return c == o
+	}
+	return c.Synced == o.Synced && c.NodeName == o.NodeName &&
+		slices.EqualFunc(c.Nodes, o.Nodes, func(a, b Node) bool { return a.Same(&b) }) &&
+		(c.Self == nil) == (o.Self == nil) && c.BGP.Same(o.BGP)
+}
+
+// Same reports whether two nodes are the same for the planners.
+func (n *Node) Same(o *Node) bool {
+	return n.Name == o.Name && maps.Equal(n.Labels, o.Labels) &&
+		slices.Equal(n.InternalIPs, o.InternalIPs) && slices.Equal(n.PodCIDRs, o.PodCIDRs)
+}
+
+// Same reports whether two bgp-config states are the same. A parsed
+// Config is never modified, so the same one is the same pointer.
+func (c BGPConfig) Same(o BGPConfig) bool {
+	errText := func(err error) string {
+		if err == nil {
+			return ""
+		}
+		return err.Error()
+	}
+	return c.Source == o.Source && c.Present == o.Present && c.Config == o.Config &&
+		c.AppliedVersion == o.AppliedVersion && c.ErrVersion == o.ErrVersion && errText(c.Err) == errText(o.Err)
 }

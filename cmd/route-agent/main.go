@@ -196,6 +196,8 @@ func run(ctx context.Context, o options) error {
 	eng.Add(routes)
 	if o.cniConfDir != "" {
 		eng.Add(cni.NewPart(o.cniConfDir, o.cniIPAMDir, routes.MTU, log))
+		// New pods must get a new tunnel MTU at once.
+		routes.OnMTUChange(func() { eng.Kick("cni") })
 	}
 	eng.AddCheck(bgp.ConfigCheck)
 
@@ -252,8 +254,18 @@ func run(ctx context.Context, o options) error {
 	cancel()
 	// Only once nothing can call the speaker any more may it stop, or a
 	// late reconcile would start it again. Everything above heeds ctx and
-	// the API server's grace is bounded, so this wait is too.
-	wg.Wait()
+	// the API server's grace is bounded, but a GoBGP call does not heed ctx
+	// (after a Fatal it never returns), so the wait is bounded too.
+	stopped := make(chan struct{})
+	go func() { wg.Wait(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(o.shutdownWait):
+		log.Error("some parts did not stop within --shutdown-timeout; exiting anyway", "timeout", o.shutdownWait)
+		if err == nil {
+			err = errors.New("shutdown timed out")
+		}
+	}
 	stopCtx, stopCancel := context.WithTimeout(context.Background(), o.shutdownWait)
 	defer stopCancel()
 	if serr := speaker.Stop(stopCtx); serr != nil {

@@ -229,7 +229,13 @@ func (t *Tunnel) count(err error) error {
 // none) and, for an MTU of 0, derives the MTU from it.
 func (t *Tunnel) resolve(d *device) (netlink.Link, error) {
 	if d.underlay == 0 {
-		addrs, err := t.h.AddrList(nil, familyOf(d.local))
+		var addrs []netlink.Addr
+		// Pods come and go with addresses of their own; a dump they
+		// interrupt is done again.
+		err := retryInterrupted(func() (err error) {
+			addrs, err = t.h.AddrList(nil, familyOf(d.local))
+			return err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("looking for the link holding %s: %w", d.local, err)
 		}
@@ -313,7 +319,11 @@ func (t *Tunnel) deleteDevices(keep string) error {
 }
 
 func (t *Tunnel) ensureAddrs(l netlink.Link, want []netip.Prefix) []error {
-	have, err := t.h.AddrList(l, netlink.FAMILY_ALL)
+	var have []netlink.Addr
+	err := retryInterrupted(func() (err error) {
+		have, err = t.h.AddrList(l, netlink.FAMILY_ALL)
+		return err
+	})
 	if err != nil {
 		return []error{t.count(fmt.Errorf("listing the addresses of %s: %w", l.Attrs().Name, err))}
 	}
