@@ -64,7 +64,21 @@ func apiPath(p Path) *api.Path {
 	return &api.Path{Family: fam, Nlri: nlri, Pattrs: attrs}
 }
 
-func apiPeer(p Peer) *api.Peer {
+// Graceful restart (RFC 4724): a peer keeps this node's routes, marked
+// stale, for restartTime after the session drops without a NOTIFICATION (a
+// crash, kill -9, an OOM kill), since the node's kernel routes, and so its
+// forwarding, survive the agent. A planned stop sends Cease and the routes
+// go at once. deferralTime bounds how long a restarted speaker holds its
+// own UPDATEs back waiting for its peers' End-of-RIB.
+const (
+	restartTime  = 120
+	deferralTime = 30
+)
+
+// apiPeer builds GoBGP's peer. restarting sets the Restart State and
+// Forwarding State bits: only right after this node's agent really
+// restarted with its routes in place.
+func apiPeer(p Peer, restarting bool) *api.Peer {
 	ap := &api.Peer{
 		Conf: &api.PeerConf{
 			NeighborAddress: p.Address.String(),
@@ -78,7 +92,13 @@ func apiPeer(p Peer) *api.Peer {
 			KeepaliveInterval: uint64(p.KeepaliveTime.Seconds()),
 		}},
 		Transport: &api.Transport{RemotePort: uint32(p.Port)},
-		AfiSafis:  []*api.AfiSafi{{Config: &api.AfiSafiConfig{Family: familyOf(p.Address), Enabled: true}}},
+		AfiSafis: []*api.AfiSafi{{
+			Config:            &api.AfiSafiConfig{Family: familyOf(p.Address), Enabled: true},
+			MpGracefulRestart: &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}},
+		}},
+		GracefulRestart: &api.GracefulRestart{
+			Enabled: true, RestartTime: restartTime, DeferralTime: deferralTime, LocalRestarting: restarting,
+		},
 	}
 	if p.SourceAddress.IsValid() {
 		ap.Transport.LocalAddress = p.SourceAddress.String()

@@ -40,6 +40,9 @@ type Speaker struct {
 	// uuids are GoBGP's handles of the paths, which DeletePath needs.
 	uuids   map[netip.Prefix][]byte
 	stopped bool
+	// restarting is true from a restart after a crash until the first
+	// sessions are added (see SetRestarting).
+	restarting bool
 
 	learned *learned
 
@@ -58,6 +61,16 @@ func NewSpeaker(log *slog.Logger, fatal func(error)) *Speaker {
 	s.srv = server.NewBgpServer(server.LoggerOption(slogAdapter{l: log, secrets: s.secrets, fatal: fatal}))
 	go s.srv.Serve()
 	return s
+}
+
+// SetRestarting tells the speaker, before its first Set, that this node's
+// agent crashed and its routes are still in place: the first sessions
+// announce a graceful restart, so the peers keep the node's routes until it
+// has re-advertised them.
+func (s *Speaker) SetRestarting(r bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.restarting = r
 }
 
 func (s *Speaker) secrets() []string {
@@ -193,12 +206,16 @@ func (s *Speaker) setPeers(ctx context.Context, peers []Peer) error {
 		if _, ok := s.peers[p.Address]; ok {
 			continue
 		}
-		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: apiPeer(p)}); err != nil {
+		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: apiPeer(p, s.restarting)}); err != nil {
 			errs = append(errs, fmt.Errorf("adding peer %s: %w", p.Address, err))
 			continue
 		}
-		s.log.Info("bgp peer added", "peer", p.Address, "peerASN", p.ASN, "localASN", p.LocalASN)
+		s.log.Info("bgp peer added", "peer", p.Address, "peerASN", p.ASN, "localASN", p.LocalASN, "gracefulRestart", s.restarting)
 		s.peers[p.Address] = p
+	}
+	if len(s.peers) > 0 {
+		// Only the sessions of the restart itself are restarting.
+		s.restarting = false
 	}
 	return errors.Join(errs...)
 }

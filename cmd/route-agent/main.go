@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -177,6 +178,19 @@ func run(ctx context.Context, o options) error {
 	}
 
 	speaker := bgp.NewSpeaker(log, fail)
+	// A marker in --state-dir (a tmpfs: a reboot clears it) says an agent
+	// runs; found at start, the last run crashed with its routes in place,
+	// so the first sessions announce a graceful restart.
+	marker := filepath.Join(o.stateDir, "running")
+	if o.stateDir != "" {
+		if _, err := os.Stat(marker); err == nil {
+			log.Info("the last run did not stop cleanly: announcing a graceful restart to the peers")
+			speaker.SetRestarting(true)
+		}
+		if err := os.WriteFile(marker, nil, 0o600); err != nil {
+			return fmt.Errorf("--state-dir: %w", err)
+		}
+	}
 	kernel, err := routing.NewKernel(routing.Options{Logger: log})
 	if err != nil {
 		return err
@@ -270,6 +284,10 @@ func run(ctx context.Context, o options) error {
 	defer stopCancel()
 	if serr := speaker.Stop(stopCtx); serr != nil {
 		log.Error("stopping", "err", serr)
+	} else if o.stateDir != "" {
+		// Cease sent: the peers dropped the routes; the next start is
+		// not a restart.
+		os.Remove(marker)
 	}
 	return err
 }

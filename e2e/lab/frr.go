@@ -21,6 +21,9 @@ func frrConfig(r *Router, peer *Router) string {
 	fmt.Fprintf(&b, "router bgp %d\n", r.ASN)
 	fmt.Fprintf(&b, " bgp router-id %s\n", r.Addr)
 	b.WriteString(" no bgp ebgp-requires-policy\n no bgp network import-check\n")
+	// Helper for the nodes' graceful restart: a crashed agent's routes stay,
+	// marked stale, until it is back (its kernel routes stay too).
+	b.WriteString(" bgp graceful-restart\n")
 	fmt.Fprintf(&b, " neighbor NODES peer-group\n neighbor NODES remote-as %d\n", r.NodeASN)
 	if r.NodePassword != "" {
 		fmt.Fprintf(&b, " neighbor NODES password %s\n", r.NodePassword)

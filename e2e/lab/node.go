@@ -20,6 +20,26 @@ func (l *Lab) NodeExec(ctx context.Context, n *Node, args ...string) ([]byte, er
 	return out, nil
 }
 
+// KillAgent kills n's agent with SIGKILL, as a crash or an OOM kill would,
+// and waits for it to be gone. Its routes stay in the kernel.
+func (l *Lab) KillAgent(n *Node) error {
+	p := n.agent
+	if p == nil {
+		return fmt.Errorf("no agent started on %s", n.Name)
+	}
+	pid := p.cmd.Process.Pid
+	if err := p.cmd.Process.Kill(); err != nil {
+		return fmt.Errorf("killing the agent on %s: %w", n.Name, err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("the agent on %s did not die within 10s of SIGKILL", n.Name)
+	}
+	l.res.removePID(pid)
+	return nil
+}
+
 // Background is a command running in a namespace of the lab, recorded so
 // that teardown stops it even if the test does not.
 type Background struct {
