@@ -368,11 +368,20 @@ func (s *Speaker) Peers(ctx context.Context) ([]PeerStatus, error) {
 				row.Uptime = now.Sub(up.AsTime()).Truncate(time.Second)
 			}
 		}
+		// With graceful restart negotiated, GoBGP counts the End-of-RIB
+		// marker it sends per family among the advertised paths.
+		gr := p.GetGracefulRestart().GetPeerRestartTime() > 0
+		for _, af := range p.GetAfiSafis() {
+			gr = gr || af.GetMpGracefulRestart().GetState().GetReceived()
+		}
 		for _, af := range p.GetAfiSafis() {
 			r := row
 			r.Family = familyName(af.GetConfig().GetFamily())
 			r.Received = af.GetState().GetReceived()
 			r.Advertised = af.GetState().GetAdvertised()
+			if gr && r.Advertised > 0 && st.GetSessionState() == api.PeerState_ESTABLISHED {
+				r.Advertised--
+			}
 			out = append(out, r)
 		}
 	})

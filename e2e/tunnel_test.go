@@ -5,11 +5,15 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"routeagent.io/route-agent/e2e/lab"
 )
@@ -84,15 +88,7 @@ func TestTunnelModeFallback(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, from := range l.Pods {
-		for _, to := range l.Pods {
-			if from != to {
-				if err := lab.Echo(ctx, from, to.IP, "tcp"); err != nil {
-					t.Error(err)
-				}
-			}
-		}
-	}
+	podMatrix(ctx, t, l)
 	// Across the racks the overlay hides the fabric: no ToR answers.
 	from, far := podOf(t, l, a), podOf(t, l, c)
 	out, err := l.PodExec(ctx, from, "traceroute", "-n", "-q", "1", "-w", "2", "-m", "8", far.IP.String())
@@ -145,6 +141,59 @@ func TestTunnelModeFallback(t *testing.T) {
 		t.Errorf("one byte more than the MTU: want a local 'message too long', got %v\n%s", err, out)
 	}
 
+	// On the link between the ToRs, pod traffic to rack 83 is VXLAN between
+	// the node addresses.
+	r := a.Router
+	capture, err := l.StartBackground(r.NS, "tcpdump", "-n", "-l", "--immediate-mode", "-i", "link0", "-c", "3", "udp", "port", "8472")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // let tcpdump start
+	if err := lab.Echo(ctx, from, far.IP, "tcp"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // for tcpdump to print what it caught
+	seen := capture.Stop()
+	t.Logf("tcpdump on %s's link to the other ToR:\n%s", r.Name, seen)
+	if !strings.Contains(seen, a.IP.String()+".") || !strings.Contains(seen, c.IP.String()+".8472") {
+		t.Errorf("no VXLAN from %s to %s:8472 on the ToR link:\n%s", a.IP, c.IP, seen)
+	}
+	// A bulk transfer of 1400-byte segments crosses the tunnel.
+	if n, err := lab.EchoTransfer(ctx, from, far.IP, 300, 1400); err != nil {
+		t.Error(err)
+	} else {
+		t.Logf("%d bytes each way in 1400-byte writes through the tunnel", n)
+	}
+
+	// The device deleted by hand is back, with its routes and entries.
+	start := time.Now()
+	if _, err := l.NodeExec(ctx, a, "ip", "link", "del", "ra_vxlan"); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitTunnelPeer(ctx, l, a, c.IP.String(), c.PodCIDR, true); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("ra_vxlan deleted by hand on %s: back with its route, FDB and neighbour entries after %s", a.Name, time.Since(start).Round(time.Millisecond))
+	if err := lab.Echo(ctx, from, far.IP, "tcp"); err != nil {
+		t.Error(err)
+	}
+
+	// A Node that joins off the racks' segments is reached through the
+	// tunnel from every node; deleted, it leaves no route, FDB or neighbour
+	// entry anywhere.
+	extra := addNode(ctx, t, l, "rack95-node9", "10.4.95.19", "10.5.117.0/24")
+	for _, n := range l.Nodes {
+		if err := waitTunnelPeer(ctx, l, n, extra.ip, extra.cidr, true); err != nil {
+			t.Error(err)
+		}
+	}
+	extra.remove()
+	for _, n := range l.Nodes {
+		if err := waitTunnelPeer(ctx, l, n, extra.ip, extra.cidr, false); err != nil {
+			t.Error(err)
+		}
+	}
+
 	// An agent restarted in the same mode adopts the device as it is: same
 	// ifindex, and no link, route, neighbour or FDB change at all.
 	index := func() string {
@@ -178,7 +227,9 @@ func TestTunnelModeFallback(t *testing.T) {
 	var changes []string
 	for _, line := range strings.Split(mon.Stop(), "\n") {
 		isNeigh := strings.Contains(line, " lladdr ") || strings.HasSuffix(strings.TrimSpace(line), "FAILED") || strings.HasSuffix(strings.TrimSpace(line), "INCOMPLETE")
-		if line == "" || strings.HasPrefix(line, "Unknown message") || isNeigh && !strings.Contains(line, "ra_vxlan") {
+		// The kernel's own routes (the link-local address of a device
+		// recreated earlier in this test) are not the agent's either.
+		if line == "" || strings.HasPrefix(line, "Unknown message") || isNeigh && !strings.Contains(line, "ra_vxlan") || strings.Contains(line, "proto kernel") {
 			continue
 		}
 		changes = append(changes, line)
@@ -189,6 +240,22 @@ func TestTunnelModeFallback(t *testing.T) {
 	if after := index(); after != before {
 		t.Errorf("ra_vxlan was recreated across the restart: ifindex %s, then %s", before, after)
 	}
+
+	// Tunnel only: without autoDirectNodeRoutes every node, on the rack or
+	// not, is reached through the overlay.
+	restartAll(ctx, t, l, "--routing-mode=tunnel", "--auto-direct-node-routes=false")
+	for _, n := range l.Nodes {
+		want := map[string]string{}
+		for _, o := range l.Nodes {
+			if o != n {
+				want[o.PodCIDR.String()] = tunnelVia(o)
+			}
+		}
+		if err := waitRouteKinds(ctx, l, n, want); err != nil {
+			t.Fatal(err)
+		}
+	}
+	podMatrix(ctx, t, l)
 
 	// Back to native: the device goes, with its routes.
 	restartAll(ctx, t, l)
@@ -204,4 +271,79 @@ func TestTunnelModeFallback(t *testing.T) {
 			t.Error(err)
 		}
 	}
+}
+
+// podMatrix checks ping and a TCP round trip from every pod to every other.
+func podMatrix(ctx context.Context, t *testing.T, l *lab.Lab) {
+	t.Helper()
+	for _, from := range l.Pods {
+		for _, to := range l.Pods {
+			if from == to {
+				continue
+			}
+			if out, err := l.PodExec(ctx, from, "ping", "-c", "2", "-W", "2", to.IP.String()); err != nil {
+				t.Errorf("ping from %s to %s: %v\n%s", from.Name, to.Name, err, out)
+			}
+			if err := lab.Echo(ctx, from, to.IP, "tcp"); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+}
+
+// waitTunnelPeer waits until n holds (or, with present false, no longer
+// holds) the route, FDB entry and neighbour entry that reach target's pods
+// through ra_vxlan: the node at ip with pod CIDR cidr.
+func waitTunnelPeer(ctx context.Context, l *lab.Lab, n *lab.Node, ip string, cidr netip.Prefix, present bool) error {
+	gw := cidr.Addr().String()
+	return lab.WaitFor(ctx, settle, fmt.Sprintf("%s's tunnel entries for %s present=%v", n.Name, ip, present), func() error {
+		route, _ := l.NodeExec(ctx, n, "ip", "route", "show", cidr.String(), "proto", "201")
+		neigh, _ := l.NodeExec(ctx, n, "ip", "neigh", "show", "dev", "ra_vxlan")
+		fdb, _ := l.NodeExec(ctx, n, "bridge", "fdb", "show", "dev", "ra_vxlan")
+		has := []bool{
+			strings.Contains(string(route), "via "+gw+" dev ra_vxlan"),
+			strings.Contains(string(neigh), gw+" lladdr"),
+			strings.Contains(string(fdb), "dst "+ip+" "),
+		}
+		for i, h := range has {
+			if h != present {
+				return fmt.Errorf("entry %d of route/neigh/fdb is %v:\n%s%s%s", i, h, route, neigh, fdb)
+			}
+		}
+		return nil
+	})
+}
+
+// fakeNode is a Node object with no agent or namespace behind it.
+type fakeNode struct {
+	ip     string
+	cidr   netip.Prefix
+	remove func()
+}
+
+func addNode(ctx context.Context, t *testing.T, l *lab.Lab, name, ip, cidr string) *fakeNode {
+	t.Helper()
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       corev1.NodeSpec{PodCIDR: cidr, PodCIDRs: []string{cidr}},
+	}
+	created, err := l.Kube.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	created.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}}
+	if _, err := l.Kube.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	removed := false
+	remove := func() {
+		if !removed {
+			removed = true
+			if err := l.Kube.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	t.Cleanup(remove)
+	return &fakeNode{ip: ip, cidr: netip.MustParsePrefix(cidr), remove: remove}
 }

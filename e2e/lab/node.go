@@ -3,7 +3,10 @@ package lab
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net/netip"
 	"os/exec"
 	"sync"
 	"syscall"
@@ -105,4 +108,52 @@ func (r *Router) VTYArgs(ctx context.Context, args ...string) error {
 		return fmt.Errorf("vtysh %v on %s: %w: %s", args, r.Name, err, out)
 	}
 	return nil
+}
+
+// EchoTransfer sends count writes of size bytes over TCP from pod from to
+// the echo responder at to, reading everything back as it goes, and checks
+// it came back unchanged: a bulk transfer of full-size segments (one write
+// of 1400 bytes is one segment of 1400 bytes of payload), as opposed to
+// Echo's one short line. It returns the bytes moved each way.
+func EchoTransfer(ctx context.Context, from *Pod, to netip.Addr, count, size int) (int, error) {
+	target := netip.AddrPortFrom(to, EchoPort)
+	fail := func(err error) (int, error) {
+		return 0, fmt.Errorf("transfer from pod %s (%s) to %s: %w", from.Name, from.IP, target, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	c, err := nsDialer(from.NS)(ctx, "tcp", target.String())
+	if err != nil {
+		return fail(err)
+	}
+	defer c.Close()
+	dl, _ := ctx.Deadline()
+	_ = c.SetDeadline(dl)
+	// Read concurrently, so a full receive window never stalls the writer.
+	got := make(chan error, 1)
+	sent := make([]byte, 0, count*size)
+	for i := range count * size {
+		sent = append(sent, byte(i*7+i/251))
+	}
+	go func() {
+		back := make([]byte, len(sent))
+		if _, err := io.ReadFull(c, back); err != nil {
+			got <- err
+			return
+		}
+		if !bytes.Equal(back, sent) {
+			got <- errors.New("the data came back changed")
+			return
+		}
+		got <- nil
+	}()
+	for i := range count {
+		if _, err := c.Write(sent[i*size : (i+1)*size]); err != nil {
+			return fail(err)
+		}
+	}
+	if err := <-got; err != nil {
+		return fail(err)
+	}
+	return len(sent), nil
 }
