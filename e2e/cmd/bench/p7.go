@@ -125,10 +125,16 @@ func p7(ctx context.Context, e *env) ([]row, error) {
 		}
 		return ms(median(v))
 	}
+	first := true
 	note := func(s string) string {
-		if aerr != nil {
+		switch {
+		case aerr == nil:
+		case first:
 			s += "; route-agent: " + short(aerr)
+		default:
+			s += "; route-agent not measured, see P7"
 		}
+		first = false
 		return s
 	}
 	ratio := "—"
