@@ -347,3 +347,24 @@ func addNode(ctx context.Context, t *testing.T, l *lab.Lab, name, ip, cidr strin
 	t.Cleanup(remove)
 	return &fakeNode{ip: ip, cidr: netip.MustParsePrefix(cidr), remove: remove}
 }
+
+// TestGeneveRefusedWithoutTheModule: on a kernel without the geneve module
+// (as in this lab) the agent refuses --tunnel-protocol geneve at start-up,
+// naming the module and the way out, before it touches anything.
+func TestGeneveRefusedWithoutTheModule(t *testing.T) {
+	ctx := testContext(t)
+	l := theLab
+	n := l.Nodes[0]
+	out, err := l.AgentCommand(ctx, n, "--node-name", n.Name, "--kubeconfig", "/nonexistent",
+		"--api-socket", filepath.Join(t.TempDir(), "agent.sock"), "--routing-mode=tunnel", "--tunnel-protocol=geneve")
+	if err == nil {
+		t.Fatalf("route-agent --tunnel-protocol geneve started:\n%s", out)
+	}
+	if _, statErr := os.Stat("/sys/module/geneve"); statErr == nil {
+		t.Skipf("this kernel has the geneve module; the agent stopped for another reason: %s", out)
+	}
+	const want = `tunnel protocol geneve: this kernel has no geneve support (module "geneve" not loaded or not built; modprobe geneve, or use --tunnel-protocol vxlan)`
+	if !strings.Contains(string(out), want) {
+		t.Errorf("route-agent --tunnel-protocol geneve said:\n%s\nwant %q", out, want)
+	}
+}

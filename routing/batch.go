@@ -286,6 +286,14 @@ func appendRouteRequest(b []byte, o op, r *netlink.Route) []byte {
 		mtu := appendAttr(nil, unix.RTAX_MTU, binary.NativeEndian.AppendUint32(nil, uint32(r.MTU)))
 		b = appendAttr(b, unix.RTA_METRICS, mtu)
 	}
+	// Route.check has validated the encapsulation, so Encode cannot fail.
+	if e, ok := r.Encap.(*ipEncap); ok && o != opDelete {
+		attrs, err := e.Encode()
+		if err == nil {
+			b = appendAttr(b, unix.RTA_ENCAP_TYPE, binary.NativeEndian.AppendUint16(nil, uint16(e.Type())))
+			b = appendAttr(b, unix.RTA_ENCAP|unix.NLA_F_NESTED, attrs)
+		}
+	}
 	binary.NativeEndian.PutUint32(b[start:], uint32(len(b)-start))
 	return b
 }

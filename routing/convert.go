@@ -33,6 +33,9 @@ func toNetlink(r Route) netlink.Route {
 	if r.OnLink {
 		nr.Flags = int(netlink.FLAG_ONLINK)
 	}
+	if !r.Encap.IsZero() {
+		nr.Encap = &ipEncap{r.Encap}
+	}
 	return nr
 }
 
@@ -68,8 +71,14 @@ func fromNetlink(nr *netlink.Route) (r Route, ok bool) {
 	if nr.Scope != wantScope {
 		return Route{}, false
 	}
+	if e, ok := nr.Encap.(*ipEncap); ok {
+		r.Encap = e.e
+	}
 	// Whatever else the kernel route carries, toNetlink never writes.
 	rest := *nr
+	if _, ok := rest.Encap.(*ipEncap); ok {
+		rest.Encap = nil
+	}
 	rest.Family, rest.Dst, rest.Gw, rest.LinkIndex, rest.Table, rest.MTU = 0, nil, nil, 0, 0, 0
 	rest.Protocol, rest.Type, rest.Scope, rest.Priority, rest.Flags = 0, 0, 0, 0, 0
 	if !reflect.ValueOf(rest).IsZero() {

@@ -19,6 +19,7 @@ type desiredSet struct {
 	owner   map[RouteKey]int  // the route that holds each key
 	invalid map[int]rejection // why a route is refused before the kernel is looked at
 	tables  map[int]bool      // tables the valid routes use
+	encaps  bool              // some route has an IP encapsulation
 }
 
 func newDesiredSet(routes []Route) *desiredSet {
@@ -47,6 +48,7 @@ func newDesiredSet(routes []Route) *desiredSet {
 		}
 		ds.owner[key] = i
 		ds.owns[i] = true
+		ds.encaps = ds.encaps || !r.Encap.IsZero()
 		ds.tables[key.Table] = true
 	}
 	return ds

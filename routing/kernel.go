@@ -29,6 +29,10 @@ type Kernel struct {
 	reasons   map[RouteKey]string // the last reason logged for a route not installed, so it is logged once
 	invalid   map[string]bool     // the same for invalid routes, which may have no key of their own
 	tables    map[int]bool        // tables whose protocol-201 routes Set owns
+	// sawEncaps: the last dump found routes of ours with an IP
+	// encapsulation, so the next one reads them too even when no desired
+	// route has one (to remove them).
+	sawEncaps bool
 
 	want atomic.Pointer[desiredSet] // the last desired routes, for Watch to filter events
 	// eventBuffer is the receive buffer of Watch's route subscription;
@@ -433,8 +437,23 @@ func (k *Kernel) list(ds *desiredSet) (*kernelState, error) {
 	var ks *kernelState
 	err := retryInterrupted(func() error {
 		ks = newKernelState(ds)
+		// The netlink library drops the IP encapsulation of the routes it
+		// parses; a second, raw dump reads it, while any route has one.
+		var encaps map[encapKey]Encap
+		if ds.encaps || k.sawEncaps {
+			var err error
+			if encaps, err = readEncaps(k.ns); err != nil {
+				return fmt.Errorf("listing IPv4 route encapsulations: %w", err)
+			}
+			k.sawEncaps = len(encaps) > 0
+		}
 		for _, f := range families {
 			err := k.h.RouteListFilteredIter(f.af, &netlink.Route{}, netlink.RT_FILTER_TABLE, func(nr netlink.Route) bool {
+				if key, ok := kernelKey(&nr); ok && nr.Encap == nil && int(nr.Protocol) == Protocol && len(encaps) > 0 {
+					if e, ok := encaps[key]; ok {
+						nr.Encap = &ipEncap{e}
+					}
+				}
 				ks.observe(&nr, ds, manages)
 				return true
 			})

@@ -175,7 +175,7 @@ func Plan(s *snapshot.Snapshot, f Facts, o PlanOptions) (Desired, []string) {
 					warnings = append(warnings, why)
 					continue
 				}
-				p = Planned{Route: Route{Dst: c, Gw: peer.Gateway, LinkIndex: tunnelLink, OnLink: true}, Kind: KindTunnel, For: n.Name}
+				p = Planned{Route: Route{Dst: c, Gw: peer.Gateway, LinkIndex: tunnelLink, OnLink: true, Encap: tun.encap(peer)}, Kind: KindTunnel, For: n.Name}
 			}
 			if p.Kind == "" {
 				continue // the fabric carries it, by a learned route or the default

@@ -377,6 +377,18 @@ func TestPlanTunnel(t *testing.T) {
 			}},
 		},
 		{
+			desc: "geneve: the routes carry their peer, the device has no FDB to say it",
+			opts: PlanOptions{AutoDirectNodeRoutes: true, Tunnel: &TunnelOptions{Protocol: tunnel.Geneve, VNI: 7}},
+			routes: []Planned{
+				{Route: Route{Dst: pfx("10.4.83.0/24"), Gw: addr("10.4.94.1"), LinkIndex: eth0}, Kind: KindBGP, For: "10.4.94.1"},
+				{Route: Route{Dst: pfx("10.5.114.0/24"), Gw: addr("10.4.94.12"), LinkIndex: eth0}, Kind: KindDirect, For: "rack94-node2"},
+				{Route: Route{Dst: pfx("10.5.119.0/24"), Gw: addr("10.5.119.0"), LinkIndex: tunnelLink, OnLink: true,
+					Encap: Encap{ID: 7, Dst: addr("10.4.83.11")}}, Kind: KindTunnel, For: "rack83-node1"},
+			},
+			tun: tunnel.Desired{Device: &tunnel.DeviceSpec{Protocol: tunnel.Geneve, VNI: 7, LocalIP: addr("10.4.94.11"), UnderlayIndex: eth0,
+				Addresses: []netip.Addr{addr("10.5.112.0")}}, Peers: []tunnel.Peer{{NodeIP: addr("10.4.83.11"), Gateway: addr("10.5.119.0")}}},
+		},
+		{
 			desc: "native: no tunnel device, which removes one left by tunnel mode",
 			opts: PlanOptions{AutoDirectNodeRoutes: true},
 			routes: []Planned{

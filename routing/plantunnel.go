@@ -50,6 +50,9 @@ func (t tunnelPlan) peer(n *snapshot.Node, c netip.Prefix) (tunnel.Peer, string)
 	if !ok {
 		return tunnel.Peer{}, fmt.Sprintf("node %s has no InternalIP of the tunnel's family: its pod CIDR %s is not routed through the tunnel", n.Name, c)
 	}
+	if t.device.Protocol == tunnel.Geneve && (t.underlay6 || c.Addr().Is6()) {
+		return tunnel.Peer{}, fmt.Sprintf("node %s's pod CIDR %s: Geneve carries IPv4 pod CIDRs over an IPv4 underlay only (see routing.Encap); use --tunnel-protocol vxlan", n.Name, c)
+	}
 	mac := [6]byte(tunnel.MACFor(ip))
 	if other, ok := t.macs[mac]; ok && other != n.Name {
 		return tunnel.Peer{}, fmt.Sprintf("nodes %s and %s would share the tunnel MAC %s (their addresses end in the same 32 bits): %s is not routed through the tunnel",
@@ -57,6 +60,20 @@ func (t tunnelPlan) peer(n *snapshot.Node, c netip.Prefix) (tunnel.Peer, string)
 	}
 	t.macs[mac] = n.Name
 	return tunnel.Peer{NodeIP: ip, Gateway: gatewayOf(c)}, ""
+}
+
+// encap is what a route to peer carries: nothing for VXLAN, whose FDB
+// entries name the peer; for Geneve, whose device has none, the peer's
+// address and the VNI.
+func (t tunnelPlan) encap(peer tunnel.Peer) Encap {
+	if t.device.Protocol != tunnel.Geneve {
+		return Encap{}
+	}
+	vni := t.device.VNI
+	if vni == 0 {
+		vni = tunnel.DefaultVNI
+	}
+	return Encap{ID: uint64(vni), Dst: peer.NodeIP.Unmap()}
 }
 
 // gatewayOf is the first address of a pod CIDR (10.5.114.0 for

@@ -28,6 +28,9 @@ type Route struct {
 	Table int
 	// MTU is the route's path MTU; 0 leaves it unset.
 	MTU int
+	// Encap is the route's tunnel key for a flow-based tunnel device
+	// (Geneve); the zero Encap means none.
+	Encap Encap
 }
 
 // RouteKey identifies a route the way the kernel does for the agent's
@@ -72,6 +75,10 @@ func (r Route) format(names map[int]string) string {
 	}
 	if r.MTU != 0 {
 		fmt.Fprintf(&b, " mtu %d", r.MTU)
+	}
+	if !r.Encap.IsZero() {
+		b.WriteString(" ")
+		b.WriteString(r.Encap.String())
 	}
 	return b.String()
 }
@@ -118,6 +125,10 @@ func (r Route) check() error {
 		return fmt.Errorf("table %d cannot hold the agent's routes", r.Table)
 	case r.MTU < 0:
 		return fmt.Errorf("mtu %d is negative", r.MTU)
+	case !r.Encap.IsZero() && !r.Dst.Addr().Is4():
+		return fmt.Errorf("encapsulation on an IPv6 route (%s) is not supported", r.Encap)
+	case !r.Encap.IsZero():
+		return r.Encap.check()
 	}
 	return nil
 }

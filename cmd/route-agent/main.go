@@ -129,10 +129,6 @@ func run(ctx context.Context, o options) error {
 		if err := tunnel.CheckSupport(plan.Tunnel.Protocol); err != nil {
 			return err
 		}
-		if plan.Tunnel.Protocol == tunnel.Geneve {
-			return errors.New("--tunnel-protocol geneve: forwarding to several nodes over Geneve is not supported yet " +
-				"(the kernel's geneve device has no per-peer forwarding entries, which VXLAN's has); use --tunnel-protocol vxlan")
-		}
 	}
 	ns, name, ok := strings.Cut(o.bgpConfig, "/")
 	if !ok || ns == "" || name == "" {

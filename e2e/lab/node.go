@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -156,4 +157,11 @@ func EchoTransfer(ctx context.Context, from *Pod, to netip.Addr, count, size int
 		return fail(err)
 	}
 	return len(sent), nil
+}
+
+// AgentCommand runs the route-agent binary under test in n's network
+// namespace with args and returns what it printed, for invocations that
+// end by themselves (a refusal at start-up, a subcommand).
+func (l *Lab) AgentCommand(ctx context.Context, n *Node, args ...string) ([]byte, error) {
+	return l.NodeExec(ctx, n, append([]string{filepath.Join(l.opts.BinDir, "route-agent")}, args...)...)
 }

@@ -23,9 +23,11 @@ func (d *device) link() netlink.Link {
 	}
 	switch d.protocol {
 	case Geneve:
-		// The kernel's geneve device has no local address and sends to
-		// its one remote, which is left unset: see Set.
-		return &netlink.Geneve{LinkAttrs: attrs, ID: d.vni, Dport: uint16(d.port)}
+		// The kernel's geneve device has no FDB: in external (flow-based)
+		// mode it sends each packet to the peer its route's encapsulation
+		// names (`encap ip id VNI dst PEER`), and receives from any peer
+		// on its port.
+		return &netlink.Geneve{LinkAttrs: attrs, ID: d.vni, Dport: uint16(d.port), FlowBased: true}
 	default:
 		return &netlink.Vxlan{
 			LinkAttrs:    attrs,
@@ -42,8 +44,8 @@ func (d *device) link() netlink.Link {
 // in place, naming the first attribute that differs, or "" when it can.
 // The attributes it checks are those the kernel does not let a device
 // change (VNI, port, local address, lower link; for Geneve also the remote
-// and the external mode), and those that would make the device send where
-// no FDB entry says (learning, a multicast group, external mode).
+// and the external mode), and those that would make a VXLAN device send
+// where no FDB entry says (learning, a multicast group, external mode).
 func (d *device) incompatibility(have netlink.Link) string {
 	if have.Type() != string(d.protocol) {
 		return fmt.Sprintf("it is a %s device, want %s", have.Type(), d.protocol)
@@ -74,8 +76,8 @@ func (d *device) incompatibility(have netlink.Link) string {
 			return fmt.Sprintf("VNI %d, want %d", h.ID, d.vni)
 		case int(h.Dport) != d.port:
 			return fmt.Sprintf("UDP port %d, want %d", h.Dport, d.port)
-		case h.FlowBased:
-			return "external (flow-based) mode, want none"
+		case !h.FlowBased:
+			return "not in external (flow-based) mode, want external"
 		case len(h.Remote) > 0 && !net.IP(h.Remote).IsUnspecified():
 			return fmt.Sprintf("remote %s, want none", net.IP(h.Remote))
 		}

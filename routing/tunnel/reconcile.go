@@ -132,11 +132,10 @@ func (t *Tunnel) Stats() Stats {
 //
 // Calling Set again with the same Desired writes nothing. Set keeps going
 // after a failure and returns the failures joined; an invalid peer is
-// skipped with an error, the others are still written. A Geneve device
-// cannot have peers (the kernel's geneve driver sends to one remote per
-// device and has no FDB), so Set creates it but returns an error naming
-// VXLAN when peers are desired; a kernel without the driver gives a
-// *SupportError.
+// skipped with an error, the others are still written. A Geneve device is
+// flow-based (external) and has no FDB: it gets the neighbour entries, and
+// the routes through it name their peer with an encapsulation
+// (routing.Encap). A kernel without the driver gives a *SupportError.
 func (t *Tunnel) Set(ctx context.Context, d Desired) (Result, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -177,7 +176,8 @@ func (t *Tunnel) set(d Desired) (Result, error) {
 	ents, perrs := planEntries(dev, d.Peers)
 	errs = append(errs, perrs...)
 	if dev.protocol == Geneve {
-		ents = entries{}
+		// No forwarding database: each route names its peer (Encap).
+		ents.fdb = map[hwAddr]netip.Addr{}
 	}
 	w := &wanted{device: dev, underlayMTU: ul.Attrs().MTU, followUnderlay: d.Device.MTU == 0, fdb: ents.fdb, neigh: ents.neigh}
 	// Published before writing: Watch then takes our own writes, seen
@@ -199,21 +199,19 @@ func (t *Tunnel) set(d Desired) (Result, error) {
 	errs = append(errs, t.count(t.deleteDevices(dev.name)))
 
 	errs = append(errs, t.ensureAddrs(link, dev.addrs)...)
-	if dev.protocol == Geneve && len(d.Peers) > 0 {
-		errs = append(errs, fmt.Errorf("tunnel protocol geneve: no peer can be reached through %s: the kernel's geneve device sends to one remote and has no forwarding database for per-peer entries; use --tunnel-protocol vxlan", dev.name))
-	}
+	// FDB entries first, then neighbour entries; deletes the other way
+	// round: a neighbour entry never names a MAC with no destination.
+	var fdbSet, fdbDel []netlink.Neigh
 	if dev.protocol == VXLAN {
-		// FDB entries first, then neighbour entries; deletes the other way
-		// round: a neighbour entry never names a MAC with no destination.
-		fdbSet, fdbDel, err := t.planFDB(a.Index, ents.fdb, dev.local.Is6())
+		fdbSet, fdbDel, err = t.planFDB(a.Index, ents.fdb, dev.local.Is6())
 		errs = append(errs, err)
-		errs = append(errs, t.writeEntries("adding", fdbSet, t.setEntry)...)
-		nSet, nDel, err := t.planNeigh(a.Index, ents.neigh)
-		errs = append(errs, err)
-		errs = append(errs, t.writeEntries("adding", nSet, t.setEntry)...)
-		errs = append(errs, t.writeEntries("deleting", nDel, t.delEntry)...)
-		errs = append(errs, t.writeEntries("deleting", fdbDel, t.delEntry)...)
 	}
+	errs = append(errs, t.writeEntries("adding", fdbSet, t.setEntry)...)
+	nSet, nDel, err := t.planNeigh(a.Index, ents.neigh)
+	errs = append(errs, err)
+	errs = append(errs, t.writeEntries("adding", nSet, t.setEntry)...)
+	errs = append(errs, t.writeEntries("deleting", nDel, t.delEntry)...)
+	errs = append(errs, t.writeEntries("deleting", fdbDel, t.delEntry)...)
 	return res, errors.Join(errs...)
 }
 

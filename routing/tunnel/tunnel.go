@@ -16,10 +16,15 @@
 // Because both entries are permanent, the kernel never sends an ARP or
 // neighbour solicitation into the tunnel, which would go nowhere.
 //
-// Geneve devices (ra_geneve) can be created, adopted and removed, but not
-// given peers: the kernel's geneve driver keeps one remote address per
-// device and has no forwarding database, so the per-peer FDB entries above
-// do not exist for it. See Set.
+// A Geneve device (ra_geneve) has no forwarding database. It runs in
+// external (flow-based) mode, and the route names the peer instead of an
+// FDB entry; the neighbour entry stays:
+//
+//	route:     10.5.114.0/24 via 10.5.114.0 dev ra_geneve onlink encap ip id 1 dst 10.99.0.2
+//	neighbour: 10.5.114.0 lladdr 0e:52:0a:63:00:02 dev ra_geneve nud permanent
+//
+// The kernel's geneve device also needs the geneve module, which not every
+// kernel has: CheckSupport tells.
 package tunnel
 
 import (

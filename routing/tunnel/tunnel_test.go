@@ -140,8 +140,10 @@ func TestLinks(t *testing.T) {
 	wantG := &netlink.Geneve{
 		LinkAttrs: netlink.LinkAttrs{Name: "ra_geneve", MTU: 1450, HardwareAddr: mac("0e:52:0a:63:00:01"), Flags: net.FlagUp},
 		ID:        5, Dport: 6081,
-		// Remote nil: no IFLA_GENEVE_REMOTE; FlowBased false: no
-		// IFLA_GENEVE_COLLECT_METADATA.
+		// Remote nil: no IFLA_GENEVE_REMOTE; FlowBased: the library sends
+		// IFLA_GENEVE_COLLECT_METADATA, external mode, in which each
+		// route's encapsulation names the peer.
+		FlowBased: true,
 	}
 	if diff := cmp.Diff(wantG, g.link()); diff != "" {
 		t.Errorf("Geneve link (-want +got):\n%s", diff)
@@ -183,11 +185,11 @@ func TestIncompatibility(t *testing.T) {
 		have *netlink.Geneve
 		want string
 	}{
-		{&netlink.Geneve{ID: 1, Dport: 6081}, ""},
-		{&netlink.Geneve{ID: 3, Dport: 6081}, "VNI 3, want 1"},
-		{&netlink.Geneve{ID: 1, Dport: 6082}, "UDP port 6082, want 6081"},
-		{&netlink.Geneve{ID: 1, Dport: 6081, Remote: net.IP{10, 0, 0, 2}}, "remote 10.0.0.2, want none"},
-		{&netlink.Geneve{ID: 1, Dport: 6081, FlowBased: true}, "external (flow-based) mode, want none"},
+		{&netlink.Geneve{ID: 1, Dport: 6081, FlowBased: true}, ""},
+		{&netlink.Geneve{ID: 3, Dport: 6081, FlowBased: true}, "VNI 3, want 1"},
+		{&netlink.Geneve{ID: 1, Dport: 6082, FlowBased: true}, "UDP port 6082, want 6081"},
+		{&netlink.Geneve{ID: 1, Dport: 6081, FlowBased: true, Remote: net.IP{10, 0, 0, 2}}, "remote 10.0.0.2, want none"},
+		{&netlink.Geneve{ID: 1, Dport: 6081}, "not in external (flow-based) mode, want external"},
 	} {
 		if got := g.incompatibility(c.have); got != c.want {
 			t.Errorf("incompatibility(%+v) = %q, want %q", c.have, got, c.want)
