@@ -109,7 +109,7 @@ func (l *learned) update(paths []*api.Path) {
 				delete(l.routes, r.Prefix)
 				changed = true
 			}
-		case !had || cur.NextHop != r.NextHop || cur.Peer != r.Peer || !slices.Equal(cur.ASPath, r.ASPath):
+		case !had || !sameLearned(cur, r):
 			l.routes[r.Prefix] = r
 			changed = true
 		}
@@ -151,7 +151,7 @@ func learnedFrom(p *api.Path) (snapshot.LearnedRoute, bool) {
 	if err != nil {
 		return snapshot.LearnedRoute{}, false
 	}
-	r := snapshot.LearnedRoute{Prefix: rs.Prefix.Masked(), ASPath: rs.ASPath}
+	r := snapshot.LearnedRoute{Prefix: rs.Prefix.Masked(), ASPath: rs.ASPath, Communities: rs.Communities}
 	r.NextHop, _ = netip.ParseAddr(rs.NextHop)
 	if peer, err := netip.ParseAddr(p.GetNeighborIp()); err == nil && !peer.IsUnspecified() {
 		r.Peer = peer
@@ -213,5 +213,5 @@ func (s *Speaker) WatchLearned(ctx context.Context, publish func(routes []snapsh
 }
 
 func sameLearned(a, b snapshot.LearnedRoute) bool {
-	return a.Prefix == b.Prefix && a.NextHop == b.NextHop && a.Peer == b.Peer && slices.Equal(a.ASPath, b.ASPath)
+	return a.Prefix == b.Prefix && a.NextHop == b.NextHop && a.Peer == b.Peer && slices.Equal(a.ASPath, b.ASPath) && slices.Equal(a.Communities, b.Communities)
 }

@@ -18,6 +18,8 @@ type RouteStatus struct {
 	Prefix      netip.Prefix
 	NextHop     string
 	ASPath      []uint32
+	// Communities are the classic communities as "AA:NN".
+	Communities []string
 }
 
 // Routes lists the paths sent to (advertised) or received from each peer,
@@ -94,6 +96,10 @@ func routeFrom(p *api.Path) (RouteStatus, error) {
 		case *api.AsPathAttribute:
 			for _, seg := range a.GetSegments() {
 				r.ASPath = append(r.ASPath, seg.GetNumbers()...)
+			}
+		case *api.CommunitiesAttribute:
+			for _, c := range a.GetCommunities() {
+				r.Communities = append(r.Communities, fmt.Sprintf("%d:%d", c>>16, c&0xffff))
 			}
 		}
 	}

@@ -6,36 +6,32 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-
-	bgpconfig "routeagent.io/route-agent/bgp/config"
 )
 
-// lastGoodFile holds the last bgp-config content that parsed, so that an
-// agent restarted while the ConfigMap holds a rejected edit (a rollout, an
-// OOM kill, a reboot of the pod) keeps running it instead of dropping every
-// session.
-const lastGoodFile = "bgp-config.last-good.json"
-
+// A configuration's last good content is kept in the state directory, so
+// that an agent restarted while its ConfigMap holds a rejected edit (a
+// rollout, an OOM kill, a reboot of the pod) keeps running it instead of
+// falling back to nothing: for bgp-config, dropping every session.
 type lastGood struct {
 	Source          string `json:"source"`
 	ResourceVersion string `json:"resourceVersion"`
 	Config          string `json:"config"`
 }
 
-func (b *builder) lastGoodPath() string {
-	if b.opts.StateDir == "" {
+func (w *configWatch[T]) lastGoodPath() string {
+	if w.stateDir == "" || w.lastGoodFile == "" {
 		return ""
 	}
-	return filepath.Join(b.opts.StateDir, lastGoodFile)
+	return filepath.Join(w.stateDir, w.lastGoodFile)
 }
 
-// saveLastGood records content as the last good bgp-config.
-func (b *builder) saveLastGood(rv, content string) {
-	path := b.lastGoodPath()
+// saveLastGood records content as the last good configuration.
+func (w *configWatch[T]) saveLastGood(rv, content string) {
+	path := w.lastGoodPath()
 	if path == "" {
 		return
 	}
-	data, err := json.Marshal(lastGood{Source: b.cfg.Source, ResourceVersion: rv, Config: content})
+	data, err := json.Marshal(lastGood{Source: w.state.Source, ResourceVersion: rv, Config: content})
 	if err == nil {
 		tmp := path + ".tmp"
 		if err = os.WriteFile(tmp, data, 0o600); err == nil {
@@ -43,13 +39,13 @@ func (b *builder) saveLastGood(rv, content string) {
 		}
 	}
 	if err != nil {
-		b.log.Warn("saving the last good bgp-config", "path", path, "err", err)
+		w.log.Warn("saving the last good "+w.what, "path", path, "err", err)
 	}
 }
 
 // loadLastGood returns the saved configuration of this ConfigMap, if any.
-func (b *builder) loadLastGood() (*bgpconfig.Config, string, error) {
-	path := b.lastGoodPath()
+func (w *configWatch[T]) loadLastGood() (*T, string, error) {
+	path := w.lastGoodPath()
 	if path == "" {
 		return nil, "", nil
 	}
@@ -64,10 +60,10 @@ func (b *builder) loadLastGood() (*bgpconfig.Config, string, error) {
 	if err := json.Unmarshal(data, &lg); err != nil {
 		return nil, "", fmt.Errorf("%s: %w", path, err)
 	}
-	if lg.Source != b.cfg.Source {
-		return nil, "", nil // saved for another ConfigMap (--bgp-config changed)
+	if lg.Source != w.state.Source {
+		return nil, "", nil // saved for another ConfigMap (the flag changed)
 	}
-	cfg, err := bgpconfig.Parse([]byte(lg.Config))
+	cfg, err := w.parse([]byte(lg.Config))
 	if err != nil {
 		return nil, "", fmt.Errorf("%s no longer parses: %w", path, err)
 	}
@@ -75,11 +71,11 @@ func (b *builder) loadLastGood() (*bgpconfig.Config, string, error) {
 }
 
 // forgetLastGood removes the saved configuration: a deleted ConfigMap
-// means no peers, also after a restart.
-func (b *builder) forgetLastGood() {
-	if path := b.lastGoodPath(); path != "" {
+// means no configuration, also after a restart.
+func (w *configWatch[T]) forgetLastGood() {
+	if path := w.lastGoodPath(); path != "" {
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			b.log.Warn("removing the last good bgp-config", "path", path, "err", err)
+			w.log.Warn("removing the last good "+w.what, "path", path, "err", err)
 		}
 	}
 }

@@ -24,10 +24,15 @@ import (
 	bgpconfig "routeagent.io/route-agent/bgp/config"
 	"routeagent.io/route-agent/cluster/snapshot"
 	"routeagent.io/route-agent/engine"
+	masqconfig "routeagent.io/route-agent/masq/config"
 )
 
 // BGPConfigKey is the ConfigMap key holding the bgp-config YAML, as in MetalLB.
 const BGPConfigKey = "config.yaml"
+
+// IPMasqConfigKey is the ip-masq-agent ConfigMap's key, as in Cilium and
+// kubernetes-sigs/ip-masq-agent.
+const IPMasqConfigKey = "config"
 
 // WatchOptions says what to watch.
 type WatchOptions struct {
@@ -35,12 +40,16 @@ type WatchOptions struct {
 	NodeName string
 	// BGPConfig is the namespace and name of the bgp-config ConfigMap.
 	BGPConfig types.NamespacedName
-	Logger    *slog.Logger
+	// IPMasqConfig is the ip-masq-agent ConfigMap; a zero Name watches
+	// none.
+	IPMasqConfig types.NamespacedName
+	Logger       *slog.Logger
 	// StateDir, when set, keeps the last good bgp-config across restarts
 	// of the agent (see lastgood.go).
 	StateDir string
-	// Events, when set, records a Warning event on the bgp-config ConfigMap
-	// for each content the agent rejects, so `kubectl describe` shows it.
+	// Events, when set, records a Warning event on the bgp-config or
+	// ip-masq-agent ConfigMap for each content the agent rejects, so
+	// `kubectl describe` shows it.
 	Events events.EventRecorder
 }
 
@@ -58,14 +67,6 @@ func Watch(ctx context.Context, opts WatchOptions, publish func(*snapshot.Cluste
 	// the agent's reconcile loop re-applies the desired state on its own
 	// period.
 	nodeFactory := informers.NewSharedInformerFactory(opts.Client, 0)
-	// Only the one ConfigMap: the agent's RBAC allows no more, and every
-	// node watching all ConfigMaps of kube-system would load the API server.
-	cmFactory := informers.NewSharedInformerFactoryWithOptions(opts.Client, 0,
-		informers.WithNamespace(opts.BGPConfig.Namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", opts.BGPConfig.Name).String()
-		}))
-
 	dirty := engine.NewTrigger()
 	handler := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { dirty.Fire() },
@@ -73,7 +74,6 @@ func Watch(ctx context.Context, opts WatchOptions, publish func(*snapshot.Cluste
 		DeleteFunc: func(any) { dirty.Fire() },
 	}
 	nodeInformer := nodeFactory.Core().V1().Nodes()
-	cmInformer := cmFactory.Core().V1().ConfigMaps()
 	// Every agent caches every Node; drop the bulky fields it never reads
 	// (image lists, managed fields) so a large cluster stays cheap.
 	if err := nodeInformer.Informer().SetTransform(trimNode); err != nil {
@@ -82,28 +82,61 @@ func Watch(ctx context.Context, opts WatchOptions, publish func(*snapshot.Cluste
 	if _, err := nodeInformer.Informer().AddEventHandler(handler); err != nil {
 		return fmt.Errorf("watching nodes: %w", err)
 	}
-	if _, err := cmInformer.Informer().AddEventHandler(handler); err != nil {
-		return fmt.Errorf("watching configmap %s: %w", opts.BGPConfig, err)
+	factories := []informers.SharedInformerFactory{nodeFactory}
+	// Only the one ConfigMap each: the agent's RBAC allows no more, and
+	// every node watching all ConfigMaps of kube-system would load the API
+	// server.
+	watchConfigMap := func(ref types.NamespacedName) (corelisters.ConfigMapLister, error) {
+		f := informers.NewSharedInformerFactoryWithOptions(opts.Client, 0,
+			informers.WithNamespace(ref.Namespace),
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+				o.FieldSelector = fields.OneTermEqualSelector("metadata.name", ref.Name).String()
+			}))
+		inf := f.Core().V1().ConfigMaps()
+		if _, err := inf.Informer().AddEventHandler(handler); err != nil {
+			return nil, fmt.Errorf("watching configmap %s: %w", ref, err)
+		}
+		factories = append(factories, f)
+		return inf.Lister(), nil
 	}
-	nodeFactory.Start(ctx.Done())
-	cmFactory.Start(ctx.Done())
-	defer nodeFactory.Shutdown()
-	defer cmFactory.Shutdown()
+	b := builder{opts: opts, log: log, nodes: nodeInformer.Lister()}
+	b.bgp = &configWatch[bgpconfig.Config]{
+		what: "bgp-config", key: BGPConfigKey, ref: opts.BGPConfig, parse: bgpconfig.Parse,
+		summary:      func(c *bgpconfig.Config) []any { return []any{"peers", len(c.Peers)} },
+		lastGoodFile: lastGoodFile, stateDir: opts.StateDir, node: opts.NodeName, events: opts.Events, log: log,
+	}
+	b.bgp.state.Source = opts.BGPConfig.String()
+	var err error
+	if b.bgp.lister, err = watchConfigMap(opts.BGPConfig); err != nil {
+		return err
+	}
+	if opts.IPMasqConfig.Name != "" {
+		b.masq = &configWatch[masqconfig.Config]{
+			what: "ip-masq-agent config", key: IPMasqConfigKey, ref: opts.IPMasqConfig, parse: masqconfig.Parse,
+			summary: func(c *masqconfig.Config) []any {
+				return []any{"nonMasqueradeCIDRs", len(c.NonMasqueradeCIDRs), "masqLinkLocal", c.MasqLinkLocal}
+			},
+			lastGoodFile: ipMasqLastGoodFile, stateDir: opts.StateDir, node: opts.NodeName, events: opts.Events, log: log,
+		}
+		b.masq.state.Source = opts.IPMasqConfig.String()
+		if b.masq.lister, err = watchConfigMap(opts.IPMasqConfig); err != nil {
+			return err
+		}
+	}
+	for _, f := range factories {
+		f.Start(ctx.Done())
+		defer f.Shutdown()
+	}
 
 	log.Info("waiting for informer caches")
-	for typ, ok := range nodeFactory.WaitForCacheSync(ctx.Done()) {
-		if !ok {
-			return fmt.Errorf("cache for %v did not sync: %w", typ, ctx.Err())
-		}
-	}
-	for typ, ok := range cmFactory.WaitForCacheSync(ctx.Done()) {
-		if !ok {
-			return fmt.Errorf("cache for %v did not sync: %w", typ, ctx.Err())
+	for _, f := range factories {
+		for typ, ok := range f.WaitForCacheSync(ctx.Done()) {
+			if !ok {
+				return fmt.Errorf("cache for %v did not sync: %w", typ, ctx.Err())
+			}
 		}
 	}
 
-	b := builder{opts: opts, log: log, nodes: nodeInformer.Lister(), configMaps: cmInformer.Lister()}
-	b.cfg.Source = opts.BGPConfig.String()
 	dirty.Fire()
 	var last *snapshot.Cluster
 	for {
@@ -121,14 +154,19 @@ func Watch(ctx context.Context, opts WatchOptions, publish func(*snapshot.Cluste
 	}
 }
 
-// builder assembles snapshots from the informer caches. It remembers the
-// last good bgp-config so that a bad edit keeps the previous one in force.
+// The files in the state directory holding the last good configurations.
+const (
+	lastGoodFile       = "bgp-config.last-good.json"
+	ipMasqLastGoodFile = "ip-masq-agent.last-good.json"
+)
+
+// builder assembles snapshots from the informer caches.
 type builder struct {
-	opts       WatchOptions
-	log        *slog.Logger
-	nodes      corelisters.NodeLister
-	configMaps corelisters.ConfigMapLister
-	cfg        snapshot.BGPConfig
+	opts  WatchOptions
+	log   *slog.Logger
+	nodes corelisters.NodeLister
+	bgp   *configWatch[bgpconfig.Config]
+	masq  *configWatch[masqconfig.Config] // nil when not watched
 }
 
 func (b *builder) build() *snapshot.Cluster {
@@ -146,70 +184,91 @@ func (b *builder) build() *snapshot.Cluster {
 			s.Self = &s.Nodes[i]
 		}
 	}
-	s.BGP = b.bgpConfig()
+	s.BGP = b.bgp.read()
+	if b.masq != nil {
+		s.IPMasq = b.masq.read()
+	}
 	return s
 }
 
-func (b *builder) bgpConfig() snapshot.BGPConfig {
-	cm, err := b.configMaps.ConfigMaps(b.opts.BGPConfig.Namespace).Get(b.opts.BGPConfig.Name)
-	if apierrors.IsNotFound(err) {
-		if b.cfg.Present {
-			b.log.Info("bgp-config deleted: no peers", "configmap", b.cfg.Source)
-		}
-		b.cfg = snapshot.BGPConfig{Source: b.cfg.Source}
-		b.forgetLastGood()
-		return b.cfg
-	}
-	if err != nil {
-		b.log.Error("reading bgp-config from cache", "configmap", b.cfg.Source, "err", err)
-		return b.cfg
-	}
-	b.cfg.Present = true
-	rv := cm.ResourceVersion
-	if rv == b.cfg.AppliedVersion || rv == b.cfg.ErrVersion {
-		return b.cfg
-	}
-	cfg, err := parseConfigMap(cm)
-	if err != nil && b.cfg.Config == nil {
-		// Nothing in force yet in this process: fall back to what an
-		// earlier run of the agent last applied.
-		saved, savedRV, lerr := b.loadLastGood()
-		if lerr != nil {
-			b.log.Warn("reading the last good bgp-config", "err", lerr)
-		}
-		if saved != nil {
-			b.cfg.Config, b.cfg.AppliedVersion = saved, savedRV
-			b.log.Info("running the last good bgp-config saved by an earlier run", "configmap", b.cfg.Source,
-				"resourceVersion", savedRV, "peers", len(saved.Peers))
-		}
-	}
-	if err != nil {
-		b.cfg.Err, b.cfg.ErrVersion = err, rv
-		b.log.Error("bgp-config rejected; the last good configuration stays in force",
-			"configmap", b.cfg.Source, "resourceVersion", rv, "appliedResourceVersion", b.cfg.AppliedVersion, "err", err)
-		if b.opts.Events != nil {
-			kept := "no configuration is in force"
-			if b.cfg.AppliedVersion != "" {
-				kept = "resourceVersion " + b.cfg.AppliedVersion + " stays in force"
-			}
-			b.opts.Events.Eventf(cm, nil, corev1.EventTypeWarning, "InvalidConfig", "ParseConfig",
-				"route-agent on node %s rejected resourceVersion %s (%s): %v", b.opts.NodeName, rv, kept, err)
-		}
-		return b.cfg
-	}
-	b.cfg.Config, b.cfg.AppliedVersion = cfg, rv
-	b.cfg.Err, b.cfg.ErrVersion = nil, ""
-	b.saveLastGood(rv, cm.Data[BGPConfigKey])
-	b.log.Info("bgp-config loaded", "configmap", b.cfg.Source, "resourceVersion", rv, "peers", len(cfg.Peers))
-	return b.cfg
+// configWatch follows one configuration ConfigMap and keeps its state:
+// the last content that parsed stays in force through bad edits.
+type configWatch[T any] struct {
+	what         string // "bgp-config", for messages
+	key          string // the ConfigMap's data key
+	ref          types.NamespacedName
+	parse        func([]byte) (*T, error)
+	summary      func(*T) []any // log attributes of a loaded configuration
+	lastGoodFile string         // in stateDir; "" keeps nothing across restarts
+	stateDir     string
+	node         string
+	events       events.EventRecorder
+	log          *slog.Logger
+	lister       corelisters.ConfigMapLister
+	state        snapshot.ConfigMapState[T]
 }
 
-func parseConfigMap(cm *corev1.ConfigMap) (*bgpconfig.Config, error) {
-	data, ok := cm.Data[BGPConfigKey]
-	if !ok {
-		return nil, fmt.Errorf("configmap %s/%s has no key %q", cm.Namespace, cm.Name, BGPConfigKey)
+// read brings the state up to date with the ConfigMap in the cache.
+func (w *configWatch[T]) read() snapshot.ConfigMapState[T] {
+	cm, err := w.lister.ConfigMaps(w.ref.Namespace).Get(w.ref.Name)
+	if apierrors.IsNotFound(err) {
+		if w.state.Present {
+			w.log.Info(w.what+" deleted", "configmap", w.state.Source)
+		}
+		w.state = snapshot.ConfigMapState[T]{Source: w.state.Source}
+		w.forgetLastGood()
+		return w.state
 	}
-	return bgpconfig.Parse([]byte(data))
+	if err != nil {
+		w.log.Error("reading "+w.what+" from cache", "configmap", w.state.Source, "err", err)
+		return w.state
+	}
+	w.state.Present = true
+	rv := cm.ResourceVersion
+	if rv == w.state.AppliedVersion || rv == w.state.ErrVersion {
+		return w.state
+	}
+	cfg, err := w.parseConfigMap(cm)
+	if err != nil && w.state.Config == nil {
+		// Nothing in force yet in this process: fall back to what an
+		// earlier run of the agent last applied.
+		saved, savedRV, lerr := w.loadLastGood()
+		if lerr != nil {
+			w.log.Warn("reading the last good "+w.what, "err", lerr)
+		}
+		if saved != nil {
+			w.state.Config, w.state.AppliedVersion = saved, savedRV
+			w.log.Info("running the last good "+w.what+" saved by an earlier run",
+				append([]any{"configmap", w.state.Source, "resourceVersion", savedRV}, w.summary(saved)...)...)
+		}
+	}
+	if err != nil {
+		w.state.Err, w.state.ErrVersion = err, rv
+		w.log.Error(w.what+" rejected; the last good configuration stays in force",
+			"configmap", w.state.Source, "resourceVersion", rv, "appliedResourceVersion", w.state.AppliedVersion, "err", err)
+		if w.events != nil {
+			kept := "no configuration is in force"
+			if w.state.AppliedVersion != "" {
+				kept = "resourceVersion " + w.state.AppliedVersion + " stays in force"
+			}
+			w.events.Eventf(cm, nil, corev1.EventTypeWarning, "InvalidConfig", "ParseConfig",
+				"route-agent on node %s rejected resourceVersion %s (%s): %v", w.node, rv, kept, err)
+		}
+		return w.state
+	}
+	w.state.Config, w.state.AppliedVersion = cfg, rv
+	w.state.Err, w.state.ErrVersion = nil, ""
+	w.saveLastGood(rv, cm.Data[w.key])
+	w.log.Info(w.what+" loaded", append([]any{"configmap", w.state.Source, "resourceVersion", rv}, w.summary(cfg)...)...)
+	return w.state
+}
+
+func (w *configWatch[T]) parseConfigMap(cm *corev1.ConfigMap) (*T, error) {
+	data, ok := cm.Data[w.key]
+	if !ok {
+		return nil, fmt.Errorf("configmap %s/%s has no key %q", cm.Namespace, cm.Name, w.key)
+	}
+	return w.parse([]byte(data))
 }
 
 func nodeFrom(o *corev1.Node, log *slog.Logger) snapshot.Node {

@@ -716,18 +716,18 @@ func TestNodeFrom(t *testing.T) {
 }
 
 func TestParseConfigMap(t *testing.T) {
-	cfg, err := parseConfigMap(bgpConfigMap("1", validConfig))
+	cfg, err := testBGPWatch().parseConfigMap(bgpConfigMap("1", validConfig))
 	if err != nil || cfg == nil || len(cfg.Peers) != 1 {
-		t.Fatalf("parseConfigMap(valid) = %+v, %v; want one peer", cfg, err)
+		t.Fatalf("testBGPWatch().parseConfigMap(valid) = %+v, %v; want one peer", cfg, err)
 	}
-	_, err = parseConfigMap(configMap(bgpConfigName, "1", nil))
+	_, err = testBGPWatch().parseConfigMap(configMap(bgpConfigName, "1", nil))
 	if err == nil || err.Error() != `configmap kube-system/bgp-config has no key "config.yaml"` {
-		t.Errorf("parseConfigMap(no data) error = %v", err)
+		t.Errorf("testBGPWatch().parseConfigMap(no data) error = %v", err)
 	}
 	// An empty document is a valid config with no peers.
-	cfg, err = parseConfigMap(bgpConfigMap("1", ""))
+	cfg, err = testBGPWatch().parseConfigMap(bgpConfigMap("1", ""))
 	if err != nil || cfg == nil || len(cfg.Peers) != 0 {
-		t.Errorf("parseConfigMap(empty) = %+v, %v; want an empty config", cfg, err)
+		t.Errorf("testBGPWatch().parseConfigMap(empty) = %+v, %v; want an empty config", cfg, err)
 	}
 }
 
@@ -791,4 +791,8 @@ func TestWatchSkipsUpdatesThatChangeNothing(t *testing.T) {
 	if got := w.published - before; got != 1 {
 		t.Errorf("a heartbeat and a label change gave %d snapshots, want 1 (the label's)", got)
 	}
+}
+
+func testBGPWatch() *configWatch[bgpconfig.Config] {
+	return &configWatch[bgpconfig.Config]{what: "bgp-config", key: BGPConfigKey, parse: bgpconfig.Parse}
 }

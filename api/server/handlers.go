@@ -13,6 +13,7 @@ import (
 	"routeagent.io/route-agent/bgp"
 	"routeagent.io/route-agent/cluster/snapshot"
 	"routeagent.io/route-agent/engine"
+	"routeagent.io/route-agent/masq"
 	"routeagent.io/route-agent/routing"
 )
 
@@ -38,12 +39,22 @@ type Routing interface {
 	MTU() (int, bool)
 }
 
+// Masquerade is what the API reads of the masquerade part; nil when
+// masquerading is off.
+type Masquerade interface {
+	Desired() (masq.Desired, bool)
+	Options() masq.Options
+	Datapath() masq.Datapath
+}
+
 // Handlers answer routectl from what the agent last saw and did.
 type Handlers struct {
 	apiv1.UnimplementedAgentServer
 	Engine  Engine
 	Speaker Speaker
 	Routing Routing
+	// Masquerade is nil when masquerading is off.
+	Masquerade Masquerade
 }
 
 // Status implements apiv1.AgentServer.
@@ -74,14 +85,81 @@ func (h *Handlers) Status(context.Context, *apiv1.StatusRequest) (*apiv1.StatusR
 			r.PodCidrs = append(r.PodCidrs, c.String())
 		}
 	}
-	r.BgpConfig = &apiv1.ConfigStatus{
-		Source:                 s.BGP.Source,
-		Present:                s.BGP.Present,
-		AppliedResourceVersion: s.BGP.AppliedVersion,
-		ErrorResourceVersion:   s.BGP.ErrVersion,
+	r.BgpConfig = configStatus(s.BGP.Source, s.BGP.Present, s.BGP.AppliedVersion, s.BGP.ErrVersion, s.BGP.Err)
+	if s.IPMasq.Source != "" {
+		r.IpMasqConfig = configStatus(s.IPMasq.Source, s.IPMasq.Present, s.IPMasq.AppliedVersion, s.IPMasq.ErrVersion, s.IPMasq.Err)
 	}
-	if s.BGP.Err != nil {
-		r.BgpConfig.Error = s.BGP.Err.Error()
+	r.Masquerade = h.masqueradeStatus()
+	return r, nil
+}
+
+func configStatus(source string, present bool, applied, errVersion string, err error) *apiv1.ConfigStatus {
+	c := &apiv1.ConfigStatus{Source: source, Present: present, AppliedResourceVersion: applied, ErrorResourceVersion: errVersion}
+	if err != nil {
+		c.Error = err.Error()
+	}
+	return c
+}
+
+func (h *Handlers) masqueradeStatus() *apiv1.MasqueradeStatus {
+	if h.Masquerade == nil {
+		return nil
+	}
+	o := h.Masquerade.Options()
+	name := h.Masquerade.Datapath().Name()
+	m := &apiv1.MasqueradeStatus{Enabled: o.IPv4 || o.IPv6, Implementation: name, Ipv4: o.IPv4, Ipv6: o.IPv6,
+		PortMin: uint32(o.PortMin), PortMax: uint32(o.PortMax)}
+	for _, p := range o.NativeRoutingCIDRs {
+		m.NativeRoutingCidrs = append(m.NativeRoutingCidrs, p.String())
+	}
+	d, ok := h.Masquerade.Desired()
+	if !ok {
+		return m
+	}
+	for _, dev := range d.Devices {
+		m.Devices = append(m.Devices, dev.Name)
+	}
+	m.Summary = masq.Summary(name, d.Devices, o.NativeRoutingCIDRs)
+	m.RoutablePrefixes = uint32(len(d.Set.Entries))
+	return m
+}
+
+// ListIPMasq implements apiv1.AgentServer.
+func (h *Handlers) ListIPMasq(context.Context, *apiv1.ListIPMasqRequest) (*apiv1.ListIPMasqResponse, error) {
+	if h.Masquerade == nil {
+		return nil, status.Error(codes.FailedPrecondition, "masquerading is off on this node (--enable-ipv4-masquerade and --enable-ipv6-masquerade are false)")
+	}
+	d, ok := h.Masquerade.Desired()
+	if !ok {
+		return nil, status.Error(codes.Unavailable, "the masquerade part has not applied a plan yet")
+	}
+	r := &apiv1.ListIPMasqResponse{}
+	for _, e := range d.Set.Entries {
+		x := &apiv1.IPMasqEntry{Prefix: e.Prefix.String()}
+		for _, why := range e.Reasons {
+			x.Reasons = append(x.Reasons, &apiv1.IPMasqReason{Kind: why.Kind, Detail: why.Detail})
+		}
+		r.Entries = append(r.Entries, x)
+	}
+	for _, p := range d.Set.NonMasqSources {
+		r.NonMasqueradeSources = append(r.NonMasqueradeSources, p.String())
+	}
+	return r, nil
+}
+
+// ListNAT implements apiv1.AgentServer.
+func (h *Handlers) ListNAT(context.Context, *apiv1.ListNATRequest) (*apiv1.ListNATResponse, error) {
+	if h.Masquerade == nil {
+		return nil, status.Error(codes.FailedPrecondition, "masquerading is off on this node")
+	}
+	ts, err := h.Masquerade.Datapath().Translations()
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "reading the NAT table: %v", err)
+	}
+	r := &apiv1.ListNATResponse{Supported: ts != nil}
+	for _, t := range ts {
+		r.Entries = append(r.Entries, &apiv1.NATEntry{Protocol: t.Proto, Pod: t.Pod.String(), Nat: t.NAT.String(),
+			Remote: t.Remote.String(), IdleMs: t.Idle.Milliseconds()})
 	}
 	return r, nil
 }

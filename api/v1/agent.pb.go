@@ -68,7 +68,7 @@ func (x ListBGPRoutesRequest_Direction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ListBGPRoutesRequest_Direction.Descriptor instead.
 func (ListBGPRoutesRequest_Direction) EnumDescriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9, 0}
+	return file_agent_proto_rawDescGZIP(), []int{10, 0}
 }
 
 type StatusRequest struct {
@@ -123,9 +123,11 @@ type StatusResponse struct {
 	// Every part of the agent (bgp, routing, ...) in the order they run.
 	Parts []*PartStatus `protobuf:"bytes,10,rep,name=parts,proto3" json:"parts,omitempty"`
 	// Whether the readiness probe passes, and if not, why.
-	Ready           bool           `protobuf:"varint,11,opt,name=ready,proto3" json:"ready,omitempty"`
-	NotReadyReasons []string       `protobuf:"bytes,12,rep,name=not_ready_reasons,json=notReadyReasons,proto3" json:"not_ready_reasons,omitempty"`
-	Routing         *RoutingStatus `protobuf:"bytes,13,opt,name=routing,proto3" json:"routing,omitempty"`
+	Ready           bool              `protobuf:"varint,11,opt,name=ready,proto3" json:"ready,omitempty"`
+	NotReadyReasons []string          `protobuf:"bytes,12,rep,name=not_ready_reasons,json=notReadyReasons,proto3" json:"not_ready_reasons,omitempty"`
+	Routing         *RoutingStatus    `protobuf:"bytes,13,opt,name=routing,proto3" json:"routing,omitempty"`
+	Masquerade      *MasqueradeStatus `protobuf:"bytes,14,opt,name=masquerade,proto3" json:"masquerade,omitempty"`
+	IpMasqConfig    *ConfigStatus     `protobuf:"bytes,15,opt,name=ip_masq_config,json=ipMasqConfig,proto3" json:"ip_masq_config,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -237,6 +239,140 @@ func (x *StatusResponse) GetRouting() *RoutingStatus {
 	return nil
 }
 
+func (x *StatusResponse) GetMasquerade() *MasqueradeStatus {
+	if x != nil {
+		return x.Masquerade
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetIpMasqConfig() *ConfigStatus {
+	if x != nil {
+		return x.IpMasqConfig
+	}
+	return nil
+}
+
+// MasqueradeStatus summarises pod masquerading.
+type MasqueradeStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whether masquerading is on for either family.
+	Enabled bool `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	// "BPF" or "iptables".
+	Implementation     string   `protobuf:"bytes,2,opt,name=implementation,proto3" json:"implementation,omitempty"`
+	Devices            []string `protobuf:"bytes,3,rep,name=devices,proto3" json:"devices,omitempty"`
+	NativeRoutingCidrs []string `protobuf:"bytes,4,rep,name=native_routing_cidrs,json=nativeRoutingCidrs,proto3" json:"native_routing_cidrs,omitempty"`
+	// The line seed 001 shows: "BPF (ip-masq-agent) [eth0] 10.0.0.0/16".
+	Summary          string `protobuf:"bytes,5,opt,name=summary,proto3" json:"summary,omitempty"`
+	RoutablePrefixes uint32 `protobuf:"varint,6,opt,name=routable_prefixes,json=routablePrefixes,proto3" json:"routable_prefixes,omitempty"`
+	Ipv4             bool   `protobuf:"varint,7,opt,name=ipv4,proto3" json:"ipv4,omitempty"`
+	Ipv6             bool   `protobuf:"varint,8,opt,name=ipv6,proto3" json:"ipv6,omitempty"`
+	PortMin          uint32 `protobuf:"varint,9,opt,name=port_min,json=portMin,proto3" json:"port_min,omitempty"`
+	PortMax          uint32 `protobuf:"varint,10,opt,name=port_max,json=portMax,proto3" json:"port_max,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *MasqueradeStatus) Reset() {
+	*x = MasqueradeStatus{}
+	mi := &file_agent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MasqueradeStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MasqueradeStatus) ProtoMessage() {}
+
+func (x *MasqueradeStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MasqueradeStatus.ProtoReflect.Descriptor instead.
+func (*MasqueradeStatus) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *MasqueradeStatus) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *MasqueradeStatus) GetImplementation() string {
+	if x != nil {
+		return x.Implementation
+	}
+	return ""
+}
+
+func (x *MasqueradeStatus) GetDevices() []string {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
+func (x *MasqueradeStatus) GetNativeRoutingCidrs() []string {
+	if x != nil {
+		return x.NativeRoutingCidrs
+	}
+	return nil
+}
+
+func (x *MasqueradeStatus) GetSummary() string {
+	if x != nil {
+		return x.Summary
+	}
+	return ""
+}
+
+func (x *MasqueradeStatus) GetRoutablePrefixes() uint32 {
+	if x != nil {
+		return x.RoutablePrefixes
+	}
+	return 0
+}
+
+func (x *MasqueradeStatus) GetIpv4() bool {
+	if x != nil {
+		return x.Ipv4
+	}
+	return false
+}
+
+func (x *MasqueradeStatus) GetIpv6() bool {
+	if x != nil {
+		return x.Ipv6
+	}
+	return false
+}
+
+func (x *MasqueradeStatus) GetPortMin() uint32 {
+	if x != nil {
+		return x.PortMin
+	}
+	return 0
+}
+
+func (x *MasqueradeStatus) GetPortMax() uint32 {
+	if x != nil {
+		return x.PortMax
+	}
+	return 0
+}
+
 // RoutingStatus summarises the kernel routes (the routing part's last
 // reconcile and error are in parts).
 type RoutingStatus struct {
@@ -261,7 +397,7 @@ type RoutingStatus struct {
 
 func (x *RoutingStatus) Reset() {
 	*x = RoutingStatus{}
-	mi := &file_agent_proto_msgTypes[2]
+	mi := &file_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -273,7 +409,7 @@ func (x *RoutingStatus) String() string {
 func (*RoutingStatus) ProtoMessage() {}
 
 func (x *RoutingStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[2]
+	mi := &file_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -286,7 +422,7 @@ func (x *RoutingStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoutingStatus.ProtoReflect.Descriptor instead.
 func (*RoutingStatus) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{2}
+	return file_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RoutingStatus) GetMode() string {
@@ -363,7 +499,7 @@ type RouteCount struct {
 
 func (x *RouteCount) Reset() {
 	*x = RouteCount{}
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -375,7 +511,7 @@ func (x *RouteCount) String() string {
 func (*RouteCount) ProtoMessage() {}
 
 func (x *RouteCount) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -388,7 +524,7 @@ func (x *RouteCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteCount.ProtoReflect.Descriptor instead.
 func (*RouteCount) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{3}
+	return file_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RouteCount) GetKind() string {
@@ -439,7 +575,7 @@ type PartStatus struct {
 
 func (x *PartStatus) Reset() {
 	*x = PartStatus{}
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -451,7 +587,7 @@ func (x *PartStatus) String() string {
 func (*PartStatus) ProtoMessage() {}
 
 func (x *PartStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -464,7 +600,7 @@ func (x *PartStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartStatus.ProtoReflect.Descriptor instead.
 func (*PartStatus) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{4}
+	return file_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PartStatus) GetName() string {
@@ -563,7 +699,7 @@ type ConfigStatus struct {
 
 func (x *ConfigStatus) Reset() {
 	*x = ConfigStatus{}
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -575,7 +711,7 @@ func (x *ConfigStatus) String() string {
 func (*ConfigStatus) ProtoMessage() {}
 
 func (x *ConfigStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -588,7 +724,7 @@ func (x *ConfigStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigStatus.ProtoReflect.Descriptor instead.
 func (*ConfigStatus) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ConfigStatus) GetSource() string {
@@ -634,7 +770,7 @@ type ListBGPPeersRequest struct {
 
 func (x *ListBGPPeersRequest) Reset() {
 	*x = ListBGPPeersRequest{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -646,7 +782,7 @@ func (x *ListBGPPeersRequest) String() string {
 func (*ListBGPPeersRequest) ProtoMessage() {}
 
 func (x *ListBGPPeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -659,7 +795,7 @@ func (x *ListBGPPeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBGPPeersRequest.ProtoReflect.Descriptor instead.
 func (*ListBGPPeersRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{7}
 }
 
 type ListBGPPeersResponse struct {
@@ -671,7 +807,7 @@ type ListBGPPeersResponse struct {
 
 func (x *ListBGPPeersResponse) Reset() {
 	*x = ListBGPPeersResponse{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -683,7 +819,7 @@ func (x *ListBGPPeersResponse) String() string {
 func (*ListBGPPeersResponse) ProtoMessage() {}
 
 func (x *ListBGPPeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -696,7 +832,7 @@ func (x *ListBGPPeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBGPPeersResponse.ProtoReflect.Descriptor instead.
 func (*ListBGPPeersResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListBGPPeersResponse) GetPeers() []*BGPPeerFamily {
@@ -726,7 +862,7 @@ type BGPPeerFamily struct {
 
 func (x *BGPPeerFamily) Reset() {
 	*x = BGPPeerFamily{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -738,7 +874,7 @@ func (x *BGPPeerFamily) String() string {
 func (*BGPPeerFamily) ProtoMessage() {}
 
 func (x *BGPPeerFamily) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -751,7 +887,7 @@ func (x *BGPPeerFamily) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BGPPeerFamily.ProtoReflect.Descriptor instead.
 func (*BGPPeerFamily) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BGPPeerFamily) GetLocalAs() uint32 {
@@ -828,7 +964,7 @@ type ListBGPRoutesRequest struct {
 
 func (x *ListBGPRoutesRequest) Reset() {
 	*x = ListBGPRoutesRequest{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -840,7 +976,7 @@ func (x *ListBGPRoutesRequest) String() string {
 func (*ListBGPRoutesRequest) ProtoMessage() {}
 
 func (x *ListBGPRoutesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -853,7 +989,7 @@ func (x *ListBGPRoutesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBGPRoutesRequest.ProtoReflect.Descriptor instead.
 func (*ListBGPRoutesRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListBGPRoutesRequest) GetDirection() ListBGPRoutesRequest_Direction {
@@ -879,7 +1015,7 @@ type ListBGPRoutesResponse struct {
 
 func (x *ListBGPRoutesResponse) Reset() {
 	*x = ListBGPRoutesResponse{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -891,7 +1027,7 @@ func (x *ListBGPRoutesResponse) String() string {
 func (*ListBGPRoutesResponse) ProtoMessage() {}
 
 func (x *ListBGPRoutesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -904,7 +1040,7 @@ func (x *ListBGPRoutesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBGPRoutesResponse.ProtoReflect.Descriptor instead.
 func (*ListBGPRoutesResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListBGPRoutesResponse) GetRoutes() []*BGPRoute {
@@ -931,7 +1067,7 @@ type BGPRoute struct {
 
 func (x *BGPRoute) Reset() {
 	*x = BGPRoute{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -943,7 +1079,7 @@ func (x *BGPRoute) String() string {
 func (*BGPRoute) ProtoMessage() {}
 
 func (x *BGPRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -956,7 +1092,7 @@ func (x *BGPRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BGPRoute.ProtoReflect.Descriptor instead.
 func (*BGPRoute) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BGPRoute) GetPeerAddress() string {
@@ -1009,7 +1145,7 @@ type ListRoutesRequest struct {
 
 func (x *ListRoutesRequest) Reset() {
 	*x = ListRoutesRequest{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1021,7 +1157,7 @@ func (x *ListRoutesRequest) String() string {
 func (*ListRoutesRequest) ProtoMessage() {}
 
 func (x *ListRoutesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1034,7 +1170,7 @@ func (x *ListRoutesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoutesRequest.ProtoReflect.Descriptor instead.
 func (*ListRoutesRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 type ListRoutesResponse struct {
@@ -1046,7 +1182,7 @@ type ListRoutesResponse struct {
 
 func (x *ListRoutesResponse) Reset() {
 	*x = ListRoutesResponse{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1058,7 +1194,7 @@ func (x *ListRoutesResponse) String() string {
 func (*ListRoutesResponse) ProtoMessage() {}
 
 func (x *ListRoutesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1071,7 +1207,7 @@ func (x *ListRoutesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoutesResponse.ProtoReflect.Descriptor instead.
 func (*ListRoutesResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListRoutesResponse) GetRoutes() []*Route {
@@ -1104,7 +1240,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1116,7 +1252,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1129,7 +1265,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Route) GetPrefix() string {
@@ -1188,12 +1324,373 @@ func (x *Route) GetSinceUnixMs() int64 {
 	return 0
 }
 
+type ListIPMasqRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListIPMasqRequest) Reset() {
+	*x = ListIPMasqRequest{}
+	mi := &file_agent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListIPMasqRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListIPMasqRequest) ProtoMessage() {}
+
+func (x *ListIPMasqRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListIPMasqRequest.ProtoReflect.Descriptor instead.
+func (*ListIPMasqRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{16}
+}
+
+type ListIPMasqResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Entries []*IPMasqEntry         `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// Pod sources never masqueraded (NonMasqueradeSrcCIDRs).
+	NonMasqueradeSources []string `protobuf:"bytes,2,rep,name=non_masquerade_sources,json=nonMasqueradeSources,proto3" json:"non_masquerade_sources,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *ListIPMasqResponse) Reset() {
+	*x = ListIPMasqResponse{}
+	mi := &file_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListIPMasqResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListIPMasqResponse) ProtoMessage() {}
+
+func (x *ListIPMasqResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListIPMasqResponse.ProtoReflect.Descriptor instead.
+func (*ListIPMasqResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ListIPMasqResponse) GetEntries() []*IPMasqEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *ListIPMasqResponse) GetNonMasqueradeSources() []string {
+	if x != nil {
+		return x.NonMasqueradeSources
+	}
+	return nil
+}
+
+type IPMasqEntry struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Prefix string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// Why: "config", "default", "link-local", "native-routing", "pod-cidr"
+	// (with the node), "node" (with the node), "bgp" (with the peer).
+	Reasons       []*IPMasqReason `protobuf:"bytes,2,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IPMasqEntry) Reset() {
+	*x = IPMasqEntry{}
+	mi := &file_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IPMasqEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IPMasqEntry) ProtoMessage() {}
+
+func (x *IPMasqEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IPMasqEntry.ProtoReflect.Descriptor instead.
+func (*IPMasqEntry) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *IPMasqEntry) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *IPMasqEntry) GetReasons() []*IPMasqReason {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
+type IPMasqReason struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Detail        string                 `protobuf:"bytes,2,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IPMasqReason) Reset() {
+	*x = IPMasqReason{}
+	mi := &file_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IPMasqReason) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IPMasqReason) ProtoMessage() {}
+
+func (x *IPMasqReason) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IPMasqReason.ProtoReflect.Descriptor instead.
+func (*IPMasqReason) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *IPMasqReason) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *IPMasqReason) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+type ListNATRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNATRequest) Reset() {
+	*x = ListNATRequest{}
+	mi := &file_agent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNATRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNATRequest) ProtoMessage() {}
+
+func (x *ListNATRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNATRequest.ProtoReflect.Descriptor instead.
+func (*ListNATRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{20}
+}
+
+type ListNATResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Entries []*NATEntry            `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// False when the datapath keeps no table of its own (iptables: see
+	// conntrack -L).
+	Supported     bool `protobuf:"varint,2,opt,name=supported,proto3" json:"supported,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNATResponse) Reset() {
+	*x = ListNATResponse{}
+	mi := &file_agent_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNATResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNATResponse) ProtoMessage() {}
+
+func (x *ListNATResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNATResponse.ProtoReflect.Descriptor instead.
+func (*ListNATResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListNATResponse) GetEntries() []*NATEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *ListNATResponse) GetSupported() bool {
+	if x != nil {
+		return x.Supported
+	}
+	return false
+}
+
+type NATEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Protocol      string                 `protobuf:"bytes,1,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	Pod           string                 `protobuf:"bytes,2,opt,name=pod,proto3" json:"pod,omitempty"`
+	Nat           string                 `protobuf:"bytes,3,opt,name=nat,proto3" json:"nat,omitempty"`
+	Remote        string                 `protobuf:"bytes,4,opt,name=remote,proto3" json:"remote,omitempty"`
+	IdleMs        int64                  `protobuf:"varint,5,opt,name=idle_ms,json=idleMs,proto3" json:"idle_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NATEntry) Reset() {
+	*x = NATEntry{}
+	mi := &file_agent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NATEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NATEntry) ProtoMessage() {}
+
+func (x *NATEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NATEntry.ProtoReflect.Descriptor instead.
+func (*NATEntry) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *NATEntry) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *NATEntry) GetPod() string {
+	if x != nil {
+		return x.Pod
+	}
+	return ""
+}
+
+func (x *NATEntry) GetNat() string {
+	if x != nil {
+		return x.Nat
+	}
+	return ""
+}
+
+func (x *NATEntry) GetRemote() string {
+	if x != nil {
+		return x.Remote
+	}
+	return ""
+}
+
+func (x *NATEntry) GetIdleMs() int64 {
+	if x != nil {
+		return x.IdleMs
+	}
+	return 0
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"\vagent.proto\x12\rrouteagent.v1\"\x0f\n" +
-	"\rStatusRequest\"\xb4\x03\n" +
+	"\rStatusRequest\"\xb8\x04\n" +
 	"\x0eStatusResponse\x12\x1b\n" +
 	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12\x19\n" +
 	"\bnode_ips\x18\x02 \x03(\tR\anodeIps\x12\x1b\n" +
@@ -1208,7 +1705,23 @@ const file_agent_proto_rawDesc = "" +
 	" \x03(\v2\x19.routeagent.v1.PartStatusR\x05parts\x12\x14\n" +
 	"\x05ready\x18\v \x01(\bR\x05ready\x12*\n" +
 	"\x11not_ready_reasons\x18\f \x03(\tR\x0fnotReadyReasons\x126\n" +
-	"\arouting\x18\r \x01(\v2\x1c.routeagent.v1.RoutingStatusR\aroutingJ\x04\b\x06\x10\aJ\x04\b\a\x10\b\"\xdf\x02\n" +
+	"\arouting\x18\r \x01(\v2\x1c.routeagent.v1.RoutingStatusR\arouting\x12?\n" +
+	"\n" +
+	"masquerade\x18\x0e \x01(\v2\x1f.routeagent.v1.MasqueradeStatusR\n" +
+	"masquerade\x12A\n" +
+	"\x0eip_masq_config\x18\x0f \x01(\v2\x1b.routeagent.v1.ConfigStatusR\fipMasqConfigJ\x04\b\x06\x10\aJ\x04\b\a\x10\b\"\xc5\x02\n" +
+	"\x10MasqueradeStatus\x12\x18\n" +
+	"\aenabled\x18\x01 \x01(\bR\aenabled\x12&\n" +
+	"\x0eimplementation\x18\x02 \x01(\tR\x0eimplementation\x12\x18\n" +
+	"\adevices\x18\x03 \x03(\tR\adevices\x120\n" +
+	"\x14native_routing_cidrs\x18\x04 \x03(\tR\x12nativeRoutingCidrs\x12\x18\n" +
+	"\asummary\x18\x05 \x01(\tR\asummary\x12+\n" +
+	"\x11routable_prefixes\x18\x06 \x01(\rR\x10routablePrefixes\x12\x12\n" +
+	"\x04ipv4\x18\a \x01(\bR\x04ipv4\x12\x12\n" +
+	"\x04ipv6\x18\b \x01(\bR\x04ipv6\x12\x19\n" +
+	"\bport_min\x18\t \x01(\rR\aportMin\x12\x19\n" +
+	"\bport_max\x18\n" +
+	" \x01(\rR\aportMax\"\xdf\x02\n" +
 	"\rRoutingStatus\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\tR\x04mode\x125\n" +
 	"\x17auto_direct_node_routes\x18\x02 \x01(\bR\x14autoDirectNodeRoutes\x122\n" +
@@ -1288,13 +1801,36 @@ const file_agent_proto_rawDesc = "" +
 	"\x03for\x18\x05 \x01(\tR\x03for\x12\x14\n" +
 	"\x05state\x18\x06 \x01(\tR\x05state\x12\x16\n" +
 	"\x06reason\x18\a \x01(\tR\x06reason\x12\"\n" +
-	"\rsince_unix_ms\x18\b \x01(\x03R\vsinceUnixMs2\xd6\x02\n" +
+	"\rsince_unix_ms\x18\b \x01(\x03R\vsinceUnixMs\"\x13\n" +
+	"\x11ListIPMasqRequest\"\x80\x01\n" +
+	"\x12ListIPMasqResponse\x124\n" +
+	"\aentries\x18\x01 \x03(\v2\x1a.routeagent.v1.IPMasqEntryR\aentries\x124\n" +
+	"\x16non_masquerade_sources\x18\x02 \x03(\tR\x14nonMasqueradeSources\"\\\n" +
+	"\vIPMasqEntry\x12\x16\n" +
+	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x125\n" +
+	"\areasons\x18\x02 \x03(\v2\x1b.routeagent.v1.IPMasqReasonR\areasons\":\n" +
+	"\fIPMasqReason\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06detail\x18\x02 \x01(\tR\x06detail\"\x10\n" +
+	"\x0eListNATRequest\"b\n" +
+	"\x0fListNATResponse\x121\n" +
+	"\aentries\x18\x01 \x03(\v2\x17.routeagent.v1.NATEntryR\aentries\x12\x1c\n" +
+	"\tsupported\x18\x02 \x01(\bR\tsupported\"{\n" +
+	"\bNATEntry\x12\x1a\n" +
+	"\bprotocol\x18\x01 \x01(\tR\bprotocol\x12\x10\n" +
+	"\x03pod\x18\x02 \x01(\tR\x03pod\x12\x10\n" +
+	"\x03nat\x18\x03 \x01(\tR\x03nat\x12\x16\n" +
+	"\x06remote\x18\x04 \x01(\tR\x06remote\x12\x17\n" +
+	"\aidle_ms\x18\x05 \x01(\x03R\x06idleMs2\xf3\x03\n" +
 	"\x05Agent\x12E\n" +
 	"\x06Status\x12\x1c.routeagent.v1.StatusRequest\x1a\x1d.routeagent.v1.StatusResponse\x12W\n" +
 	"\fListBGPPeers\x12\".routeagent.v1.ListBGPPeersRequest\x1a#.routeagent.v1.ListBGPPeersResponse\x12Z\n" +
 	"\rListBGPRoutes\x12#.routeagent.v1.ListBGPRoutesRequest\x1a$.routeagent.v1.ListBGPRoutesResponse\x12Q\n" +
 	"\n" +
-	"ListRoutes\x12 .routeagent.v1.ListRoutesRequest\x1a!.routeagent.v1.ListRoutesResponseB(Z&routeagent.io/route-agent/api/v1;apiv1b\x06proto3"
+	"ListRoutes\x12 .routeagent.v1.ListRoutesRequest\x1a!.routeagent.v1.ListRoutesResponse\x12Q\n" +
+	"\n" +
+	"ListIPMasq\x12 .routeagent.v1.ListIPMasqRequest\x1a!.routeagent.v1.ListIPMasqResponse\x12H\n" +
+	"\aListNAT\x12\x1d.routeagent.v1.ListNATRequest\x1a\x1e.routeagent.v1.ListNATResponseB(Z&routeagent.io/route-agent/api/v1;apiv1b\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -1309,47 +1845,64 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_agent_proto_goTypes = []any{
 	(ListBGPRoutesRequest_Direction)(0), // 0: routeagent.v1.ListBGPRoutesRequest.Direction
 	(*StatusRequest)(nil),               // 1: routeagent.v1.StatusRequest
 	(*StatusResponse)(nil),              // 2: routeagent.v1.StatusResponse
-	(*RoutingStatus)(nil),               // 3: routeagent.v1.RoutingStatus
-	(*RouteCount)(nil),                  // 4: routeagent.v1.RouteCount
-	(*PartStatus)(nil),                  // 5: routeagent.v1.PartStatus
-	(*ConfigStatus)(nil),                // 6: routeagent.v1.ConfigStatus
-	(*ListBGPPeersRequest)(nil),         // 7: routeagent.v1.ListBGPPeersRequest
-	(*ListBGPPeersResponse)(nil),        // 8: routeagent.v1.ListBGPPeersResponse
-	(*BGPPeerFamily)(nil),               // 9: routeagent.v1.BGPPeerFamily
-	(*ListBGPRoutesRequest)(nil),        // 10: routeagent.v1.ListBGPRoutesRequest
-	(*ListBGPRoutesResponse)(nil),       // 11: routeagent.v1.ListBGPRoutesResponse
-	(*BGPRoute)(nil),                    // 12: routeagent.v1.BGPRoute
-	(*ListRoutesRequest)(nil),           // 13: routeagent.v1.ListRoutesRequest
-	(*ListRoutesResponse)(nil),          // 14: routeagent.v1.ListRoutesResponse
-	(*Route)(nil),                       // 15: routeagent.v1.Route
+	(*MasqueradeStatus)(nil),            // 3: routeagent.v1.MasqueradeStatus
+	(*RoutingStatus)(nil),               // 4: routeagent.v1.RoutingStatus
+	(*RouteCount)(nil),                  // 5: routeagent.v1.RouteCount
+	(*PartStatus)(nil),                  // 6: routeagent.v1.PartStatus
+	(*ConfigStatus)(nil),                // 7: routeagent.v1.ConfigStatus
+	(*ListBGPPeersRequest)(nil),         // 8: routeagent.v1.ListBGPPeersRequest
+	(*ListBGPPeersResponse)(nil),        // 9: routeagent.v1.ListBGPPeersResponse
+	(*BGPPeerFamily)(nil),               // 10: routeagent.v1.BGPPeerFamily
+	(*ListBGPRoutesRequest)(nil),        // 11: routeagent.v1.ListBGPRoutesRequest
+	(*ListBGPRoutesResponse)(nil),       // 12: routeagent.v1.ListBGPRoutesResponse
+	(*BGPRoute)(nil),                    // 13: routeagent.v1.BGPRoute
+	(*ListRoutesRequest)(nil),           // 14: routeagent.v1.ListRoutesRequest
+	(*ListRoutesResponse)(nil),          // 15: routeagent.v1.ListRoutesResponse
+	(*Route)(nil),                       // 16: routeagent.v1.Route
+	(*ListIPMasqRequest)(nil),           // 17: routeagent.v1.ListIPMasqRequest
+	(*ListIPMasqResponse)(nil),          // 18: routeagent.v1.ListIPMasqResponse
+	(*IPMasqEntry)(nil),                 // 19: routeagent.v1.IPMasqEntry
+	(*IPMasqReason)(nil),                // 20: routeagent.v1.IPMasqReason
+	(*ListNATRequest)(nil),              // 21: routeagent.v1.ListNATRequest
+	(*ListNATResponse)(nil),             // 22: routeagent.v1.ListNATResponse
+	(*NATEntry)(nil),                    // 23: routeagent.v1.NATEntry
 }
 var file_agent_proto_depIdxs = []int32{
-	6,  // 0: routeagent.v1.StatusResponse.bgp_config:type_name -> routeagent.v1.ConfigStatus
-	5,  // 1: routeagent.v1.StatusResponse.parts:type_name -> routeagent.v1.PartStatus
-	3,  // 2: routeagent.v1.StatusResponse.routing:type_name -> routeagent.v1.RoutingStatus
-	4,  // 3: routeagent.v1.RoutingStatus.counts:type_name -> routeagent.v1.RouteCount
-	9,  // 4: routeagent.v1.ListBGPPeersResponse.peers:type_name -> routeagent.v1.BGPPeerFamily
-	0,  // 5: routeagent.v1.ListBGPRoutesRequest.direction:type_name -> routeagent.v1.ListBGPRoutesRequest.Direction
-	12, // 6: routeagent.v1.ListBGPRoutesResponse.routes:type_name -> routeagent.v1.BGPRoute
-	15, // 7: routeagent.v1.ListRoutesResponse.routes:type_name -> routeagent.v1.Route
-	1,  // 8: routeagent.v1.Agent.Status:input_type -> routeagent.v1.StatusRequest
-	7,  // 9: routeagent.v1.Agent.ListBGPPeers:input_type -> routeagent.v1.ListBGPPeersRequest
-	10, // 10: routeagent.v1.Agent.ListBGPRoutes:input_type -> routeagent.v1.ListBGPRoutesRequest
-	13, // 11: routeagent.v1.Agent.ListRoutes:input_type -> routeagent.v1.ListRoutesRequest
-	2,  // 12: routeagent.v1.Agent.Status:output_type -> routeagent.v1.StatusResponse
-	8,  // 13: routeagent.v1.Agent.ListBGPPeers:output_type -> routeagent.v1.ListBGPPeersResponse
-	11, // 14: routeagent.v1.Agent.ListBGPRoutes:output_type -> routeagent.v1.ListBGPRoutesResponse
-	14, // 15: routeagent.v1.Agent.ListRoutes:output_type -> routeagent.v1.ListRoutesResponse
-	12, // [12:16] is the sub-list for method output_type
-	8,  // [8:12] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	7,  // 0: routeagent.v1.StatusResponse.bgp_config:type_name -> routeagent.v1.ConfigStatus
+	6,  // 1: routeagent.v1.StatusResponse.parts:type_name -> routeagent.v1.PartStatus
+	4,  // 2: routeagent.v1.StatusResponse.routing:type_name -> routeagent.v1.RoutingStatus
+	3,  // 3: routeagent.v1.StatusResponse.masquerade:type_name -> routeagent.v1.MasqueradeStatus
+	7,  // 4: routeagent.v1.StatusResponse.ip_masq_config:type_name -> routeagent.v1.ConfigStatus
+	5,  // 5: routeagent.v1.RoutingStatus.counts:type_name -> routeagent.v1.RouteCount
+	10, // 6: routeagent.v1.ListBGPPeersResponse.peers:type_name -> routeagent.v1.BGPPeerFamily
+	0,  // 7: routeagent.v1.ListBGPRoutesRequest.direction:type_name -> routeagent.v1.ListBGPRoutesRequest.Direction
+	13, // 8: routeagent.v1.ListBGPRoutesResponse.routes:type_name -> routeagent.v1.BGPRoute
+	16, // 9: routeagent.v1.ListRoutesResponse.routes:type_name -> routeagent.v1.Route
+	19, // 10: routeagent.v1.ListIPMasqResponse.entries:type_name -> routeagent.v1.IPMasqEntry
+	20, // 11: routeagent.v1.IPMasqEntry.reasons:type_name -> routeagent.v1.IPMasqReason
+	23, // 12: routeagent.v1.ListNATResponse.entries:type_name -> routeagent.v1.NATEntry
+	1,  // 13: routeagent.v1.Agent.Status:input_type -> routeagent.v1.StatusRequest
+	8,  // 14: routeagent.v1.Agent.ListBGPPeers:input_type -> routeagent.v1.ListBGPPeersRequest
+	11, // 15: routeagent.v1.Agent.ListBGPRoutes:input_type -> routeagent.v1.ListBGPRoutesRequest
+	14, // 16: routeagent.v1.Agent.ListRoutes:input_type -> routeagent.v1.ListRoutesRequest
+	17, // 17: routeagent.v1.Agent.ListIPMasq:input_type -> routeagent.v1.ListIPMasqRequest
+	21, // 18: routeagent.v1.Agent.ListNAT:input_type -> routeagent.v1.ListNATRequest
+	2,  // 19: routeagent.v1.Agent.Status:output_type -> routeagent.v1.StatusResponse
+	9,  // 20: routeagent.v1.Agent.ListBGPPeers:output_type -> routeagent.v1.ListBGPPeersResponse
+	12, // 21: routeagent.v1.Agent.ListBGPRoutes:output_type -> routeagent.v1.ListBGPRoutesResponse
+	15, // 22: routeagent.v1.Agent.ListRoutes:output_type -> routeagent.v1.ListRoutesResponse
+	18, // 23: routeagent.v1.Agent.ListIPMasq:output_type -> routeagent.v1.ListIPMasqResponse
+	22, // 24: routeagent.v1.Agent.ListNAT:output_type -> routeagent.v1.ListNATResponse
+	19, // [19:25] is the sub-list for method output_type
+	13, // [13:19] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1363,7 +1916,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

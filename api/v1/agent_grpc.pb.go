@@ -25,6 +25,8 @@ const (
 	Agent_ListBGPPeers_FullMethodName  = "/routeagent.v1.Agent/ListBGPPeers"
 	Agent_ListBGPRoutes_FullMethodName = "/routeagent.v1.Agent/ListBGPRoutes"
 	Agent_ListRoutes_FullMethodName    = "/routeagent.v1.Agent/ListRoutes"
+	Agent_ListIPMasq_FullMethodName    = "/routeagent.v1.Agent/ListIPMasq"
+	Agent_ListNAT_FullMethodName       = "/routeagent.v1.Agent/ListNAT"
 )
 
 // AgentClient is the client API for Agent service.
@@ -39,6 +41,11 @@ type AgentClient interface {
 	ListBGPRoutes(ctx context.Context, in *ListBGPRoutesRequest, opts ...grpc.CallOption) (*ListBGPRoutesResponse, error)
 	// ListRoutes returns every kernel route the agent manages or refused.
 	ListRoutes(ctx context.Context, in *ListRoutesRequest, opts ...grpc.CallOption) (*ListRoutesResponse, error)
+	// The destinations pod traffic reaches without masquerading, each with
+	// why it is there.
+	ListIPMasq(ctx context.Context, in *ListIPMasqRequest, opts ...grpc.CallOption) (*ListIPMasqResponse, error)
+	// The masqueraded flows the datapath keeps.
+	ListNAT(ctx context.Context, in *ListNATRequest, opts ...grpc.CallOption) (*ListNATResponse, error)
 }
 
 type agentClient struct {
@@ -89,6 +96,26 @@ func (c *agentClient) ListRoutes(ctx context.Context, in *ListRoutesRequest, opt
 	return out, nil
 }
 
+func (c *agentClient) ListIPMasq(ctx context.Context, in *ListIPMasqRequest, opts ...grpc.CallOption) (*ListIPMasqResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListIPMasqResponse)
+	err := c.cc.Invoke(ctx, Agent_ListIPMasq_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentClient) ListNAT(ctx context.Context, in *ListNATRequest, opts ...grpc.CallOption) (*ListNATResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListNATResponse)
+	err := c.cc.Invoke(ctx, Agent_ListNAT_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -101,6 +128,11 @@ type AgentServer interface {
 	ListBGPRoutes(context.Context, *ListBGPRoutesRequest) (*ListBGPRoutesResponse, error)
 	// ListRoutes returns every kernel route the agent manages or refused.
 	ListRoutes(context.Context, *ListRoutesRequest) (*ListRoutesResponse, error)
+	// The destinations pod traffic reaches without masquerading, each with
+	// why it is there.
+	ListIPMasq(context.Context, *ListIPMasqRequest) (*ListIPMasqResponse, error)
+	// The masqueraded flows the datapath keeps.
+	ListNAT(context.Context, *ListNATRequest) (*ListNATResponse, error)
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -122,6 +154,12 @@ func (UnimplementedAgentServer) ListBGPRoutes(context.Context, *ListBGPRoutesReq
 }
 func (UnimplementedAgentServer) ListRoutes(context.Context, *ListRoutesRequest) (*ListRoutesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListRoutes not implemented")
+}
+func (UnimplementedAgentServer) ListIPMasq(context.Context, *ListIPMasqRequest) (*ListIPMasqResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListIPMasq not implemented")
+}
+func (UnimplementedAgentServer) ListNAT(context.Context, *ListNATRequest) (*ListNATResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListNAT not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -216,6 +254,42 @@ func _Agent_ListRoutes_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_ListIPMasq_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListIPMasqRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).ListIPMasq(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_ListIPMasq_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).ListIPMasq(ctx, req.(*ListIPMasqRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Agent_ListNAT_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListNATRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).ListNAT(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_ListNAT_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).ListNAT(ctx, req.(*ListNATRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -238,6 +312,14 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListRoutes",
 			Handler:    _Agent_ListRoutes_Handler,
+		},
+		{
+			MethodName: "ListIPMasq",
+			Handler:    _Agent_ListIPMasq_Handler,
+		},
+		{
+			MethodName: "ListNAT",
+			Handler:    _Agent_ListNAT_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -11,6 +11,7 @@ import (
 	"slices"
 
 	bgpconfig "routeagent.io/route-agent/bgp/config"
+	masqconfig "routeagent.io/route-agent/masq/config"
 )
 
 // Snapshot is everything the planners may look at. It is never modified after
@@ -46,6 +47,9 @@ type Cluster struct {
 	// Nodes holds every node, sorted by name.
 	Nodes []Node
 	BGP   BGPConfig
+	// IPMasq is the ip-masq-agent ConfigMap; its Source is empty when the
+	// agent does not watch one.
+	IPMasq IPMasqConfig
 }
 
 // Node is the part of a Kubernetes Node the agent uses.
@@ -70,15 +74,17 @@ func (n *Node) InternalIP(ipv6 bool) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// BGPConfig is the state of the bgp-config ConfigMap.
-type BGPConfig struct {
+// ConfigMapState is the state of a configuration ConfigMap (bgp-config,
+// ip-masq-agent): the content in force and the last rejection. A bad edit
+// never replaces a good configuration.
+type ConfigMapState[T any] struct {
 	// Source is namespace/name of the ConfigMap.
 	Source string
 	// Present reports whether the ConfigMap exists.
 	Present bool
 	// Config is the configuration in force: the last content that parsed.
 	// It is nil when no content has parsed yet or the ConfigMap was deleted.
-	Config *bgpconfig.Config
+	Config *T
 	// AppliedVersion is the resourceVersion Config was parsed from.
 	AppliedVersion string
 	// Err is the parse error of the current content; Config then still
@@ -88,10 +94,16 @@ type BGPConfig struct {
 	ErrVersion string
 }
 
-// InForce reports whether the agent knows what to do about BGP: a
-// configuration is in force, or there is knowingly none (no ConfigMap).
-// A ConfigMap that exists but has never parsed is not knowing.
-func (c BGPConfig) InForce() bool { return c.Config != nil || !c.Present }
+// BGPConfig is the state of the bgp-config ConfigMap.
+type BGPConfig = ConfigMapState[bgpconfig.Config]
+
+// IPMasqConfig is the state of the ip-masq-agent ConfigMap.
+type IPMasqConfig = ConfigMapState[masqconfig.Config]
+
+// InForce reports whether the agent knows what to do: a configuration is
+// in force, or there is knowingly none (no ConfigMap). A ConfigMap that
+// exists but has never parsed is not knowing.
+func (c ConfigMapState[T]) InForce() bool { return c.Config != nil || !c.Present }
 
 // LearnedRoute is a best path received from a BGP peer.
 type LearnedRoute struct {
@@ -100,6 +112,9 @@ type LearnedRoute struct {
 	// Peer is the address of the neighbour the path came from.
 	Peer   netip.Addr
 	ASPath []uint32
+	// Communities are the path's classic communities as "AA:NN", in the
+	// order received.
+	Communities []string
 }
 
 // Same reports whether two Cluster sections hold the same view: what
@@ -112,7 +127,7 @@ func (c *Cluster) Same(o *Cluster) bool {
 	}
 	return c.Synced == o.Synced && c.NodeName == o.NodeName &&
 		slices.EqualFunc(c.Nodes, o.Nodes, func(a, b Node) bool { return a.Same(&b) }) &&
-		(c.Self == nil) == (o.Self == nil) && c.BGP.Same(o.BGP)
+		(c.Self == nil) == (o.Self == nil) && c.BGP.Same(o.BGP) && c.IPMasq.Same(o.IPMasq)
 }
 
 // Same reports whether two nodes are the same for the planners.
@@ -121,9 +136,9 @@ func (n *Node) Same(o *Node) bool {
 		slices.Equal(n.InternalIPs, o.InternalIPs) && slices.Equal(n.PodCIDRs, o.PodCIDRs)
 }
 
-// Same reports whether two bgp-config states are the same. A parsed
+// Same reports whether two configuration states are the same. A parsed
 // Config is never modified, so the same one is the same pointer.
-func (c BGPConfig) Same(o BGPConfig) bool {
+func (c ConfigMapState[T]) Same(o ConfigMapState[T]) bool {
 	errText := func(err error) string {
 		if err == nil {
 			return ""

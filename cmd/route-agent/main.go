@@ -31,6 +31,7 @@ import (
 	"routeagent.io/route-agent/cluster"
 	"routeagent.io/route-agent/cluster/snapshot"
 	"routeagent.io/route-agent/engine"
+	"routeagent.io/route-agent/masq"
 	"routeagent.io/route-agent/routing"
 	"routeagent.io/route-agent/routing/cni"
 	"routeagent.io/route-agent/routing/tunnel"
@@ -56,6 +57,8 @@ type options struct {
 	cniConfDir     string
 	cniIPAMDir     string
 	sysctlDir      string
+
+	masq masqFlags
 }
 
 func main() {
@@ -98,6 +101,7 @@ ROUTE_AGENT_TUNNEL_PROTOCOL; the command line wins.`,
 	f.StringVar(&o.cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "directory to write "+cni.FileName+" into, from this node's pod CIDRs; empty for clusters that bring their own CNI")
 	f.StringVar(&o.cniIPAMDir, "cni-ipam-data-dir", "", "host-local IPAM state directory written into the CNI config; empty is the plugin's default (/var/lib/cni/networks)")
 	f.StringVar(&o.sysctlDir, "sysctl-dir", "/proc/sys", "the sysctl tree to set forwarding and rp_filter in (a container's /proc/sys is read-only: mount the host's /proc/sys/net elsewhere)")
+	o.masq.register(f)
 	cmd.AddCommand(cleanupCommand())
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -129,6 +133,13 @@ func run(ctx context.Context, o options) error {
 		if err := tunnel.CheckSupport(plan.Tunnel.Protocol); err != nil {
 			return err
 		}
+	}
+	masqOpts, masqConfig, err := o.masq.options()
+	if err != nil {
+		return err
+	}
+	if !o.masq.enabled() {
+		masqConfig = types.NamespacedName{}
 	}
 	ns, name, ok := strings.Cut(o.bgpConfig, "/")
 	if !ok || ns == "" || name == "" {
@@ -210,6 +221,19 @@ func run(ctx context.Context, o options) error {
 		routes.OnMTUChange(func() { eng.Kick("cni") })
 	}
 	eng.AddCheck(bgp.ConfigCheck)
+	var masqPart *masq.Part
+	if o.masq.enabled() {
+		if err := reservePorts(o.sysctlDir, masqOpts.PortMin, masqOpts.PortMax); err != nil {
+			return fmt.Errorf("--masquerade-port-range: %w", err)
+		}
+		dp, closeDP, err := o.masq.datapath(log)
+		if err != nil {
+			return err
+		}
+		defer closeDP()
+		masqPart = masq.NewPart(dp, masqOpts, o.masq.devices, log)
+		eng.Add(masqPart)
+	}
 
 	var wg sync.WaitGroup
 	goRun := func(f func() error) {
@@ -220,7 +244,11 @@ func run(ctx context.Context, o options) error {
 		})
 	}
 	goRun(func() error {
-		return server.Serve(ctx, lis, &server.Handlers{Engine: eng, Speaker: speaker, Routing: routes}, o.shutdownWait/2)
+		h := &server.Handlers{Engine: eng, Speaker: speaker, Routing: routes}
+		if masqPart != nil {
+			h.Masquerade = masqPart
+		}
+		return server.Serve(ctx, lis, h, o.shutdownWait/2)
 	})
 	goRun(func() error { return speaker.WatchSessions(ctx) })
 	goRun(func() error {
@@ -231,12 +259,13 @@ func run(ctx context.Context, o options) error {
 	goRun(func() error { eng.Run(ctx); return nil })
 	goRun(func() error {
 		return cluster.Watch(ctx, cluster.WatchOptions{
-			Client:    client,
-			NodeName:  o.nodeName,
-			BGPConfig: types.NamespacedName{Namespace: ns, Name: name},
-			Logger:    log,
-			StateDir:  o.stateDir,
-			Events:    broadcaster.NewRecorder(scheme.Scheme, "route-agent"),
+			Client:       client,
+			NodeName:     o.nodeName,
+			BGPConfig:    types.NamespacedName{Namespace: ns, Name: name},
+			IPMasqConfig: masqConfig,
+			Logger:       log,
+			StateDir:     o.stateDir,
+			Events:       broadcaster.NewRecorder(scheme.Scheme, "route-agent"),
 		}, func(c *snapshot.Cluster) {
 			eng.Update(func(s *snapshot.Snapshot) { s.Cluster = *c })
 		})

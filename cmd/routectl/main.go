@@ -119,6 +119,43 @@ Every installed route carries route protocol 201 (ip route show proto 201).`,
 			})
 		},
 	})
+	ipmasqCmd := &cobra.Command{Use: "ipmasq", Short: "Pod masquerading: what is not masqueraded"}
+	ipmasqCmd.AddCommand(&cobra.Command{
+		Use:   "list",
+		Short: "Every destination pod traffic reaches with its own address, and why",
+		Long: `Every prefix pod traffic reaches without masquerading, with why it is in the
+set: config (the ip-masq-agent ConfigMap's nonMasqueradeCIDRs), default (the
+defaults, when the config lists none), link-local, native-routing (the
+--ipv4-native-routing-cidr), pod-cidr and node (with the node), bgp (with the
+peer that advertised it). Traffic to any other destination leaves with the
+node's address.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.call(cmd, func(ctx context.Context, c apiv1.AgentClient) error {
+				r, err := c.ListIPMasq(ctx, &apiv1.ListIPMasqRequest{})
+				if err != nil {
+					return err
+				}
+				return printIPMasq(cmd.OutOrStdout(), g.output, r)
+			})
+		},
+	})
+	natCmd := &cobra.Command{Use: "nat", Short: "Masqueraded flows"}
+	natCmd.AddCommand(&cobra.Command{
+		Use:   "list",
+		Short: "The translations the eBPF masquerade keeps: pod, node address and port, remote",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.call(cmd, func(ctx context.Context, c apiv1.AgentClient) error {
+				r, err := c.ListNAT(ctx, &apiv1.ListNATRequest{})
+				if err != nil {
+					return err
+				}
+				return printNAT(cmd.OutOrStdout(), g.output, r)
+			})
+		},
+	})
+	root.AddCommand(ipmasqCmd, natCmd)
 	return root
 }
 

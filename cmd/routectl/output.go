@@ -231,6 +231,27 @@ func printStatus(w io.Writer, format string, s *apiv1.StatusResponse) error {
 		}
 		fmt.Fprintf(tw, "Routes:\t%s; %d healed\n", strings.Join(counts, ", "), rs.GetHeals())
 	}
+	if m := s.GetMasquerade(); m.GetEnabled() {
+		fmt.Fprintf(tw, "Masquerading:\t%s\n", m.GetSummary())
+		if c := s.GetIpMasqConfig(); c.GetSource() != "" {
+			switch {
+			case !c.GetPresent():
+				fmt.Fprintf(tw, "ip-masq-agent:\t%s not found: defaults in force\n", c.GetSource())
+			case c.GetAppliedResourceVersion() == "":
+				fmt.Fprintf(tw, "ip-masq-agent:\t%s: no valid version yet, defaults in force\n", c.GetSource())
+			default:
+				fmt.Fprintf(tw, "ip-masq-agent:\t%s resourceVersion %s in force\n", c.GetSource(), c.GetAppliedResourceVersion())
+			}
+			if c.GetError() != "" {
+				fmt.Fprintf(tw, "ip-masq-agent error:\tresourceVersion %s rejected:\n", c.GetErrorResourceVersion())
+				for _, line := range strings.Split(c.GetError(), "\n") {
+					fmt.Fprintf(tw, "\t  %s\n", line)
+				}
+			}
+		}
+	} else {
+		fmt.Fprintf(tw, "Masquerading:\toff\n")
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -417,4 +438,71 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
+}
+
+type ipMasqRow struct {
+	Prefix  string   `json:"prefix"`
+	Reasons []string `json:"reasons"`
+}
+
+func printIPMasq(w io.Writer, format string, r *apiv1.ListIPMasqResponse) error {
+	rows := make([]ipMasqRow, 0, len(r.GetEntries()))
+	for _, e := range r.GetEntries() {
+		row := ipMasqRow{Prefix: e.GetPrefix(), Reasons: []string{}}
+		for _, why := range e.GetReasons() {
+			s := why.GetKind()
+			if why.GetDetail() != "" {
+				s += " " + why.GetDetail()
+			}
+			row.Reasons = append(row.Reasons, s)
+		}
+		rows = append(rows, row)
+	}
+	if format == "json" {
+		return writeJSON(w, struct {
+			Entries              []ipMasqRow `json:"entries"`
+			NonMasqueradeSources []string    `json:"nonMasqueradeSources"`
+		}{rows, nonNil(r.GetNonMasqueradeSources())})
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
+	fmt.Fprintln(tw, "IP PREFIX/ADDRESS\tWHY")
+	for _, row := range rows {
+		fmt.Fprintf(tw, "%s\t%s\n", row.Prefix, strings.Join(row.Reasons, ", "))
+	}
+	for _, src := range r.GetNonMasqueradeSources() {
+		fmt.Fprintf(tw, "from %s\tsource never masqueraded (NonMasqueradeSrcCIDRs)\n", src)
+	}
+	return tw.Flush()
+}
+
+type natRow struct {
+	Protocol string `json:"protocol"`
+	Pod      string `json:"pod"`
+	NAT      string `json:"nat"`
+	Remote   string `json:"remote"`
+	IdleMs   int64  `json:"idleMs"`
+}
+
+func printNAT(w io.Writer, format string, r *apiv1.ListNATResponse) error {
+	rows := make([]natRow, 0, len(r.GetEntries()))
+	for _, e := range r.GetEntries() {
+		rows = append(rows, natRow{Protocol: e.GetProtocol(), Pod: e.GetPod(), NAT: e.GetNat(), Remote: e.GetRemote(), IdleMs: e.GetIdleMs()})
+	}
+	if format == "json" {
+		return writeJSON(w, rows)
+	}
+	if !r.GetSupported() {
+		_, err := fmt.Fprintln(w, "The iptables datapath keeps no NAT table of its own: see `conntrack -L` on the node.")
+		return err
+	}
+	if len(rows) == 0 {
+		_, err := fmt.Fprintln(w, "No masqueraded flows.")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
+	fmt.Fprintln(tw, "Proto\tPod\tNode (NAT)\tRemote\tIdle")
+	for _, x := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", x.Protocol, x.Pod, x.NAT, x.Remote, (time.Duration(x.IdleMs) * time.Millisecond).Truncate(time.Second))
+	}
+	return tw.Flush()
 }

@@ -212,19 +212,23 @@ func TestPrintStatusTable(t *testing.T) {
 				PodCidrs:  []string{"10.244.0.0/24", "fd00:244::/64"},
 				BgpConfig: &apiv1.ConfigStatus{Source: "kube-system/bgp-config", Present: true, AppliedResourceVersion: "100"},
 				BgpAsn:    64513, BgpRouterId: "10.0.0.1",
-				Ready: true,
+				Ready:        true,
+				Masquerade:   &apiv1.MasqueradeStatus{Enabled: true, Implementation: "BPF", Summary: "BPF (ip-masq-agent) [eth0] 10.0.0.0/8"},
+				IpMasqConfig: &apiv1.ConfigStatus{Source: "kube-system/ip-masq-agent", Present: true, AppliedResourceVersion: "7"},
 				Parts: []*apiv1.PartStatus{
 					{Name: "bgp", State: "ok", Runs: 7, LastSuccessUnixMs: testNow.UnixMilli() - 4500},
 					{Name: "routing", State: "ok", Runs: 3, LastSuccessUnixMs: testNow.UnixMilli() - 60000},
 				},
 			},
 			want: "" +
-				"Node:         node-a\n" +
-				"Node IPs:     10.0.0.1, fd00::1\n" +
-				"Pod CIDRs:    10.244.0.0/24, fd00:244::/64\n" +
-				"Ready:        yes\n" +
-				"BGP config:   kube-system/bgp-config resourceVersion 100 in force\n" +
-				"BGP speaker:  AS 64513, router-id 10.0.0.1\n" +
+				"Node:           node-a\n" +
+				"Node IPs:       10.0.0.1, fd00::1\n" +
+				"Pod CIDRs:      10.244.0.0/24, fd00:244::/64\n" +
+				"Ready:          yes\n" +
+				"BGP config:     kube-system/bgp-config resourceVersion 100 in force\n" +
+				"BGP speaker:    AS 64513, router-id 10.0.0.1\n" +
+				"Masquerading:   BPF (ip-masq-agent) [eth0] 10.0.0.0/8\n" +
+				"ip-masq-agent:  kube-system/ip-masq-agent resourceVersion 7 in force\n" +
 				"\n" +
 				"Part      State   Last Success   Runs   Failures   Last Error\n" +
 				"bgp       ok      4s ago         7      0          \n" +
@@ -237,12 +241,13 @@ func TestPrintStatusTable(t *testing.T) {
 				BgpConfig: &apiv1.ConfigStatus{Source: "kube-system/bgp-config"},
 			},
 			want: "" +
-				"Node:         node-a (Node object not seen yet)\n" +
-				"Node IPs:     none\n" +
-				"Pod CIDRs:    none\n" +
-				"Ready:        no\n" +
-				"BGP config:   kube-system/bgp-config not found: no peers\n" +
-				"BGP speaker:  off\n",
+				"Node:          node-a (Node object not seen yet)\n" +
+				"Node IPs:      none\n" +
+				"Pod CIDRs:     none\n" +
+				"Ready:         no\n" +
+				"BGP config:    kube-system/bgp-config not found: no peers\n" +
+				"BGP speaker:   off\n" +
+				"Masquerading:  off\n",
 		},
 		{
 			desc: "rejected multi-line config error, warnings, failing part",
@@ -274,6 +279,7 @@ func TestPrintStatusTable(t *testing.T) {
 				"                     peers[0].peer-address: invalid IP address \"10.0.0.300\"\n" +
 				"                     peers[1].peer-asn: missing\n" +
 				"BGP speaker:       off\n" +
+				"Masquerading:      off\n" +
 				"\n" +
 				"Part   State     Last Success   Runs   Failures   Last Error\n" +
 				"bgp    failing   never          9      4          adding peer 10.0.0.1: boom ... (failing for 2m0s, retry in 8s)\n" +
@@ -290,12 +296,13 @@ func TestPrintStatusTable(t *testing.T) {
 				BgpConfig: &apiv1.ConfigStatus{Source: "kube-system/bgp-config", Present: true},
 			},
 			want: "" +
-				"Node:         node-a\n" +
-				"Node IPs:     none\n" +
-				"Pod CIDRs:    none\n" +
-				"Ready:        no\n" +
-				"BGP config:   kube-system/bgp-config: no valid version yet\n" +
-				"BGP speaker:  off\n",
+				"Node:          node-a\n" +
+				"Node IPs:      none\n" +
+				"Pod CIDRs:     none\n" +
+				"Ready:         no\n" +
+				"BGP config:    kube-system/bgp-config: no valid version yet\n" +
+				"BGP speaker:   off\n" +
+				"Masquerading:  off\n",
 		},
 	}
 	now = func() time.Time { return testNow }
