@@ -99,7 +99,10 @@ func (l *Lab) startEcho(ctx context.Context, p *Pod) error {
 	if err != nil {
 		return fmt.Errorf("pod %s: finding own executable for the echo responder: %w", p.Name, err)
 	}
-	dir := filepath.Join(l.Dir, p.Node.Name)
+	dir := filepath.Join(l.Dir, p.Name)
+	if p.Node != nil {
+		dir = filepath.Join(l.Dir, p.Node.Name)
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}

@@ -32,7 +32,11 @@ func frrConfig(r *Router, peer *Router) string {
 		fmt.Fprintf(&b, " bgp listen range %s peer-group NODES\n", p)
 	}
 	fmt.Fprintf(&b, " neighbor %s remote-as %d\n", peer.LinkAddr.Addr(), peer.ASN)
-	b.WriteString(" address-family ipv4 unicast\n  redistribute connected\n exit-address-family\n")
+	b.WriteString(" address-family ipv4 unicast\n  redistribute connected route-map RA-CONNECTED\n exit-address-family\n")
+	// The outside network is connected to tor94 but not advertised: the
+	// fabric does not route it to the pods until a test says so.
+	fmt.Fprintf(&b, "ip prefix-list RA-OUTSIDE seq 5 permit %s\n", OutsidePrefix)
+	b.WriteString("route-map RA-CONNECTED deny 10\n match ip address prefix-list RA-OUTSIDE\nroute-map RA-CONNECTED permit 20\n")
 	return b.String()
 }
 

@@ -240,6 +240,26 @@ func (l *Lab) ApplyBGPConfig(ctx context.Context, yaml string) (string, error) {
 	return got.ResourceVersion, nil
 }
 
+// ApplyIPMasqConfig creates or replaces the ip-masq-agent ConfigMap in
+// kube-system with yaml under key config, and returns its resourceVersion.
+func (l *Lab) ApplyIPMasqConfig(ctx context.Context, yaml string) (string, error) {
+	cm := &corev1.ConfigMap{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "ip-masq-agent"},
+		Data:       map[string]string{"config": yaml},
+	}
+	b, err := json.Marshal(cm)
+	if err != nil {
+		return "", err
+	}
+	got, err := l.Kube.CoreV1().ConfigMaps("kube-system").Patch(ctx, "ip-masq-agent", "application/apply-patch+yaml", b,
+		metav1.PatchOptions{FieldManager: fieldManager, Force: ptr.To(true)})
+	if err != nil {
+		return "", fmt.Errorf("applying ip-masq-agent: %w", err)
+	}
+	return got.ResourceVersion, nil
+}
+
 // createNode registers n as a Node with its labels, pod CIDR and address, as
 // kubelet and the node IPAM controller would.
 func (l *Lab) createNode(ctx context.Context, n *Node) error {

@@ -15,13 +15,16 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
@@ -54,8 +57,13 @@ type Lab struct {
 	Nodes   []*Node
 	// Pods are the pods AddPod made and DeletePod has not removed; Down
 	// deletes them (CNI DEL) before the nodes go.
-	Pods   []*Pod
-	podsMu sync.Mutex
+	Pods []*Pod
+	// Outside is the host beyond the ToRs (OutsidePrefix), with an echo
+	// responder whose log shows the source each connection came from. It
+	// is not a pod: it has no Node.
+	Outside *Pod
+	bpffs   string
+	podsMu  sync.Mutex
 	// Kube is a cluster-admin client, for the lab and its tests.
 	Kube kubernetes.Interface
 
@@ -123,6 +131,18 @@ func Up(ctx context.Context, opts Options) (l *Lab, err error) {
 	if err := l.buildNetwork(ctx); err != nil {
 		return l, fmt.Errorf("building the network: %w", err)
 	}
+	// The nodes' eBPF state is pinned on a bpf file system of the lab's
+	// own, as a node's is on its /sys/fs/bpf.
+	l.bpffs = filepath.Join(l.Dir, "bpffs")
+	if err := os.MkdirAll(l.bpffs, 0o700); err != nil {
+		return l, err
+	}
+	if err := unix.Mount("bpf", l.bpffs, "bpf", 0, "mode=0700"); err != nil {
+		return l, fmt.Errorf("mounting a bpf file system on %s: %w", l.bpffs, err)
+	}
+	if err := l.res.addMount(l.bpffs); err != nil {
+		return l, err
+	}
 	l.logf("starting etcd and kube-apiserver on %s", apiAddr)
 	if err := l.startAPIServer(ctx, l.nsName("mgmt")); err != nil {
 		return l, err
@@ -152,6 +172,9 @@ func Up(ctx context.Context, opts Options) (l *Lab, err error) {
 		return l, err
 	}
 	l.logf("both ToRs hold every node's pod CIDR")
+	if err := l.startEcho(ctx, l.Outside); err != nil {
+		return l, err
+	}
 	// One pod per node, from the conflist each agent wrote.
 	for _, n := range l.Nodes {
 		if _, err := l.AddPod(ctx, n, n.Name+"-pod1"); err != nil {
@@ -212,6 +235,9 @@ func (l *Lab) buildNetwork(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := l.buildOutside(ctx); err != nil {
+		return err
+	}
 	for _, n := range l.Nodes {
 		n.NS = l.nsName(n.Name)
 		if err := l.addNamespace(ctx, n.NS); err != nil {
@@ -236,6 +262,32 @@ func (l *Lab) buildNetwork(ctx context.Context) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// buildOutside connects the outside host to tor94 (see OutsidePrefix).
+// rack 83's ToR routes to it through tor94 statically, not by BGP.
+func (l *Lab) buildOutside(ctx context.Context) error {
+	tor94, tor83 := l.Routers[0], l.Routers[1]
+	ns := l.nsName("outside")
+	if err := l.addNamespace(ctx, ns); err != nil {
+		return err
+	}
+	if err := veth(ctx, tor94.NS, "ext0", ns, "eth0"); err != nil {
+		return err
+	}
+	bits := strconv.Itoa(OutsidePrefix.Bits())
+	for _, c := range [][]string{
+		{tor94.NS, "addr", "add", outsideGW.String() + "/" + bits, "dev", "ext0"},
+		{ns, "addr", "add", OutsideIP.String() + "/" + bits, "dev", "eth0"},
+		{ns, "route", "add", nodesPrefix.String(), "via", outsideGW.String()},
+		{tor83.NS, "route", "add", OutsidePrefix.String(), "via", tor94.LinkAddr.Addr().String()},
+	} {
+		if err := ip(ctx, c[0], c[1:]...); err != nil {
+			return err
+		}
+	}
+	l.Outside = &Pod{Name: "outside", NS: ns, IP: OutsideIP, IPs: []netip.Addr{OutsideIP}}
 	return nil
 }
 
@@ -266,6 +318,10 @@ func (l *Lab) setupCluster(ctx context.Context) error {
 		if err := l.applyManifests(ctx, mapper, b, f.dryRun); err != nil {
 			return fmt.Errorf("deploy/%s: %w", f.name, err)
 		}
+	}
+	l.logf("applying the lab's ip-masq-agent config")
+	if _, err := l.ApplyIPMasqConfig(ctx, IPMasqConfig); err != nil {
+		return err
 	}
 	l.logf("applying the lab's bgp-config")
 	if _, err := l.ApplyBGPConfig(ctx, BGPConfig); err != nil {
@@ -304,7 +360,8 @@ func (l *Lab) StartAgent(ctx context.Context, n *Node) error {
 	// in place, so the PID stays the agent's.
 	args := append([]string{"--uts", "sh", "-c", `hostname "$0" && exec "$@"`, n.Name,
 		filepath.Join(l.opts.BinDir, "route-agent"),
-		"--node-name", n.Name, "--kubeconfig", kubeconfig, "--api-socket", n.Socket, "--state-dir", dir, "--cni-conf-dir", n.CNIConfDir, "--cni-ipam-data-dir", ipamDir, "--log-level", "info"},
+		"--node-name", n.Name, "--kubeconfig", kubeconfig, "--api-socket", n.Socket, "--state-dir", dir, "--cni-conf-dir", n.CNIConfDir, "--cni-ipam-data-dir", ipamDir, "--log-level", "info",
+		"--bpf-pin-dir", filepath.Join(l.bpffs, n.Name)},
 		n.AgentArgs...)
 	p, err := l.start(n.NS, "route-agent", dir, "unshare", args...)
 	if err != nil {

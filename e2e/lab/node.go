@@ -165,3 +165,59 @@ func EchoTransfer(ctx context.Context, from *Pod, to netip.Addr, count, size int
 func (l *Lab) AgentCommand(ctx context.Context, n *Node, args ...string) ([]byte, error) {
 	return l.NodeExec(ctx, n, append([]string{filepath.Join(l.opts.BinDir, "route-agent")}, args...)...)
 }
+
+// PacedTransfer keeps one TCP connection from pod from to the echo
+// responder at to busy for d: a 1400-byte write every 10 ms, everything
+// read back and compared as it goes. It fails when the connection breaks
+// or the data comes back changed, which an agent restart must not cause.
+func PacedTransfer(ctx context.Context, from *Pod, to netip.Addr, d time.Duration) (int, error) {
+	target := netip.AddrPortFrom(to, EchoPort)
+	fail := func(err error) (int, error) {
+		return 0, fmt.Errorf("paced transfer from pod %s (%s) to %s: %w", from.Name, from.IP, target, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
+	defer cancel()
+	c, err := nsDialer(from.NS)(ctx, "tcp", target.String())
+	if err != nil {
+		return fail(err)
+	}
+	defer c.Close()
+	dl, _ := ctx.Deadline()
+	_ = c.SetDeadline(dl)
+	const size = 1400
+	chunk := func(i int) []byte {
+		b := make([]byte, size)
+		for j := range b {
+			b[j] = byte(i + j)
+		}
+		return b
+	}
+	writes := int(d / (10 * time.Millisecond))
+	got := make(chan error, 1)
+	go func() {
+		back := make([]byte, size)
+		for i := range writes {
+			if _, err := io.ReadFull(c, back); err != nil {
+				got <- fmt.Errorf("reading chunk %d of %d: %w", i+1, writes, err)
+				return
+			}
+			if !bytes.Equal(back, chunk(i)) {
+				got <- fmt.Errorf("chunk %d came back changed", i+1)
+				return
+			}
+		}
+		got <- nil
+	}()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for i := range writes {
+		if _, err := c.Write(chunk(i)); err != nil {
+			return fail(fmt.Errorf("writing chunk %d of %d: %w", i+1, writes, err))
+		}
+		<-tick.C
+	}
+	if err := <-got; err != nil {
+		return fail(err)
+	}
+	return writes * size, nil
+}

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // resources records everything the lab creates, in a file next to the lab,
@@ -26,6 +28,8 @@ type state struct {
 	Namespaces []string `json:"namespaces"`
 	PIDs       []int    `json:"pids"`
 	Dirs       []string `json:"dirs"`
+	// Mounts are file systems the lab mounted (the nodes' bpffs).
+	Mounts []string `json:"mounts"`
 }
 
 func (r *resources) save() error {
@@ -68,6 +72,13 @@ func (r *resources) addDir(dir string) error {
 	return r.save()
 }
 
+func (r *resources) addMount(dir string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.st.Mounts = append(r.st.Mounts, dir)
+	return r.save()
+}
+
 // snapshot returns a copy of what is recorded now.
 func (r *resources) snapshot() state {
 	r.mu.Lock()
@@ -76,6 +87,7 @@ func (r *resources) snapshot() state {
 		Namespaces: slices.Clone(r.st.Namespaces),
 		PIDs:       slices.Clone(r.st.PIDs),
 		Dirs:       slices.Clone(r.st.Dirs),
+		Mounts:     slices.Clone(r.st.Mounts),
 	}
 }
 
@@ -87,6 +99,12 @@ func release(st state) error {
 	for _, pid := range slices.Backward(st.PIDs) {
 		if err := stopPID(pid, 5*time.Second); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	for _, m := range slices.Backward(st.Mounts) {
+		// Detached: an agent being reaped may still hold a pin open.
+		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmounting %s: %w", m, err))
 		}
 	}
 	for _, ns := range slices.Backward(st.Namespaces) {

@@ -57,6 +57,25 @@ type Node struct {
 	CNIConfDir string
 }
 
+// The outside network, beyond rack 94's ToR: a host that is not part of
+// the cluster, in a range the lab's ip-masq-agent config leaves out
+// (seed 001's defaults would include it). It routes to the nodes' segments
+// but not to the pod CIDRs, so only masqueraded pod traffic gets answers,
+// and tor94 does not advertise it: the fabric does not route it to pods.
+var (
+	OutsidePrefix = netip.MustParsePrefix("198.51.100.0/24")
+	outsideGW     = netip.MustParseAddr("198.51.100.1")
+	OutsideIP     = netip.MustParseAddr("198.51.100.10")
+	nodesPrefix   = netip.MustParsePrefix("10.4.0.0/16")
+)
+
+// IPMasqConfig is the lab's ip-masq-agent config: the cluster's 10/8
+// (segments, pods, ToR links) routable, the outside network not.
+const IPMasqConfig = `nonMasqueradeCIDRs:
+- 10.0.0.0/8
+masqLinkLocal: false
+`
+
 var (
 	mgmtPrefix = netip.MustParsePrefix("10.250.0.0/24")
 	apiAddr    = netip.MustParseAddr("10.250.0.1")
