@@ -221,3 +221,60 @@ func PacedTransfer(ctx context.Context, from *Pod, to netip.Addr, d time.Duratio
 	}
 	return writes * size, nil
 }
+
+// ConnRate opens n TCP connections from pod from to the echo responder at
+// to, workers at a time, each writing one byte, reading it back and
+// closing, and returns how long they took: the new-connection rate a NAT
+// sustains, since every connection is a new flow for it.
+func ConnRate(ctx context.Context, from *Pod, to netip.Addr, n, workers int) (time.Duration, error) {
+	target := netip.AddrPortFrom(to, EchoPort).String()
+	dial := nsDialer(from.NS)
+	jobs := make(chan int)
+	errs := make(chan error, workers)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for range jobs {
+				if err := func() error {
+					ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+					defer cancel()
+					c, err := dial(ctx, "tcp", target)
+					if err != nil {
+						return err
+					}
+					defer c.Close()
+					_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+					b := []byte{'x'}
+					if _, err := c.Write(b); err != nil {
+						return err
+					}
+					_, err = io.ReadFull(c, b)
+					return err
+				}(); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	var err error
+feed:
+	for i := range n {
+		select {
+		case jobs <- i:
+		case err = <-errs:
+			break feed
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	close(errs)
+	if err == nil {
+		err = <-errs
+	}
+	if err != nil {
+		return 0, fmt.Errorf("connections from pod %s to %s: %w", from.Name, target, err)
+	}
+	return time.Since(start), nil
+}

@@ -36,7 +36,7 @@ type row struct {
 
 var (
 	rounds = flag.Int("rounds", 5, "rounds of P2 (per speaker) and P3; the table shows medians")
-	only   = flag.String("only", "", "comma-separated figures to run (P2,P3,P7,P8,T1); empty runs all")
+	only   = flag.String("only", "", "comma-separated figures to run (P2,P3,P7,P8,T1,M1); empty runs all")
 	p7Wait = flag.Duration("p7-timeout", 4*time.Minute, "how long P7 waits for the first 100,000 routes in the kernels, and for each restart's resync")
 )
 
@@ -95,6 +95,7 @@ func run(ctx context.Context) (rows []row, err error) {
 	}{
 		{[]string{"P3"}, p3},
 		{[]string{"T1", "T2"}, tunnelFig},
+		{[]string{"M1", "M2", "M3", "M4"}, masqFig},
 		{[]string{"P8"}, p8},
 		{[]string{"P2", "P2b"}, p2},
 		{[]string{"P7", "P7b", "P7c"}, p7},
@@ -121,7 +122,7 @@ func run(ctx context.Context) (rows []row, err error) {
 		}
 		rows = append(rows, r...)
 	}
-	order := []string{"P2", "P2b", "P3", "P7", "P7b", "P7c", "P8", "T1", "T2"}
+	order := []string{"P2", "P2b", "P3", "P7", "P7b", "P7c", "P8", "T1", "T2", "M1", "M2", "M3", "M4"}
 	slices.SortStableFunc(rows, func(a, b row) int { return slices.Index(order, a.id) - slices.Index(order, b.id) })
 	return rows, errors.Join(errs...)
 }

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os/exec"
 	"slices"
 	"time"
 
@@ -218,32 +216,12 @@ func throughput(ctx context.Context, l *lab.Lab, from, to *lab.Node, mode string
 	defer server.Stop()
 	var runs []float64
 	for i := range 3 {
-		var res struct {
-			End struct {
-				SumReceived struct {
-					BitsPerSecond float64 `json:"bits_per_second"`
-				} `json:"sum_received"`
-			} `json:"end"`
-			Error string `json:"error"`
-		}
-		// The server may take a moment to listen.
-		err := lab.WaitFor(ctx, 30*time.Second, "iperf3 from "+src.Name+" to "+dst.Name, func() error {
-			// Standard output only: the JSON, without warnings.
-			out, err := exec.CommandContext(ctx, "ip", "netns", "exec", src.NS,
-				"iperf3", "--client", dst.IP.String(), "--time", "5", "--json").Output()
-			if jerr := json.Unmarshal(out, &res); jerr != nil {
-				return fmt.Errorf("%v: no result in %.300q: %w", err, out, jerr)
-			}
-			if res.Error != "" || res.End.SumReceived.BitsPerSecond == 0 {
-				return fmt.Errorf("iperf3: %q", res.Error)
-			}
-			return nil
-		})
+		bps, err := iperf(ctx, src, dst.IP, 5)
 		if err != nil {
 			return 0, fmt.Errorf("%s iperf3 run %d: %w; the server said: %s", mode, i+1, err, server.Output())
 		}
-		runs = append(runs, res.End.SumReceived.BitsPerSecond)
-		logf("T2 %s run %d: %s", mode, i+1, gbps(res.End.SumReceived.BitsPerSecond))
+		runs = append(runs, bps)
+		logf("T2 %s run %d: %s", mode, i+1, gbps(bps))
 	}
 	slices.Sort(runs)
 	return runs[1], nil

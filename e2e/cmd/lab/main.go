@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"routeagent.io/route-agent/e2e/lab"
@@ -85,6 +86,24 @@ func run(ctx context.Context, exit bool) error {
 			return err
 		}
 		fmt.Printf("\n$ traceroute -n %s   # in pod %s (%s) on %s, to pod %s on %s\n%s", to.IP, from.Name, from.IP, from.Node.Name, to.Name, to.Node.Name, out)
+	}
+	// Masquerade: the pod reaches the outside host, which cannot route to
+	// pods, with its node's address; routectl says why and how.
+	if out, err := l.PodExec(ctx, from, "traceroute", "-n", "-q", "1", "-w", "2", lab.OutsideIP.String()); err != nil {
+		return err
+	} else {
+		fmt.Printf("\n$ traceroute -n %s   # in pod %s (%s), to the outside host beyond tor94 (masqueraded)\n%s", lab.OutsideIP, from.Name, from.IP, out)
+	}
+	if err := lab.Echo(ctx, from, lab.OutsideIP, "tcp"); err != nil {
+		return err
+	}
+	fmt.Printf("\n# the outside host's echo responder saw:\n%s\n", l.EchoLog(l.Outside, 1))
+	for _, args := range [][]string{{"status"}, {"ipmasq", "list"}, {"nat", "list"}} {
+		out, err := l.Routectl(ctx, from.Node, args...)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("\n$ routectl %s   # on %s\n%s", strings.Join(args, " "), from.Node.Name, out)
 	}
 	if exit {
 		return nil
