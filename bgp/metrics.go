@@ -17,9 +17,9 @@ var (
 	advertisedDesc = prometheus.NewDesc("route_agent_bgp_advertised_paths",
 		"Paths the agent sends the peer, per address family.", []string{"peer", "family"}, nil)
 	configLoadedDesc = prometheus.NewDesc("route_agent_config_loaded",
-		"1 when a valid bgp-config is in force.", []string{"configmap"}, nil)
+		"1 when a valid configuration (bgp-config, ip-masq-agent) is in force.", []string{"configmap"}, nil)
 	configStaleDesc = prometheus.NewDesc("route_agent_config_stale",
-		"1 when the current bgp-config content was rejected, so an older one (or none) is in force: alert on this.",
+		"1 when the current content of the configuration ConfigMap (bgp-config, ip-masq-agent) was rejected, so an older one (or none) is in force: alert on this.",
 		[]string{"configmap"}, nil)
 )
 
@@ -59,6 +59,12 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	if s := c.snap(); s.Synced {
 		ch <- prometheus.MustNewConstMetric(configLoadedDesc, prometheus.GaugeValue, boolValue(s.BGP.Config != nil), s.BGP.Source)
 		ch <- prometheus.MustNewConstMetric(configStaleDesc, prometheus.GaugeValue, boolValue(s.BGP.Err != nil), s.BGP.Source)
+		// The ip-masq-agent ConfigMap is rejected and kept the same way;
+		// one family of metrics serves both.
+		if m := s.IPMasq; m.Source != "" {
+			ch <- prometheus.MustNewConstMetric(configLoadedDesc, prometheus.GaugeValue, boolValue(m.Config != nil), m.Source)
+			ch <- prometheus.MustNewConstMetric(configStaleDesc, prometheus.GaugeValue, boolValue(m.Err != nil), m.Source)
+		}
 	}
 }
 

@@ -183,6 +183,19 @@ func TestMasqueradeToTheOutside(t *testing.T) {
 	if err != nil || !strings.Contains(string(st), "BPF (ip-masq-agent) [eth0]") {
 		t.Errorf("routectl status on %s: %v\n%s", n.Name, err, st)
 	}
+	metrics, err := l.Metrics(ctx, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`route_agent_masquerade_packets_total{result="translated"} `, `route_agent_masquerade_packets_total{result="icmp_error_translated"} `,
+		`route_agent_config_stale{configmap="kube-system/ip-masq-agent"} 0`, `route_agent_masquerade_routable_prefixes{reason="config"} 1`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("%s's metrics have no %q", n.Name, want)
+		}
+	}
+	if strings.Contains(metrics, `route_agent_masquerade_packets_total{result="translated"} 0`) {
+		t.Errorf("%s's metrics count no translated packet", n.Name)
+	}
 }
 
 func hops(b []byte) string {
@@ -239,6 +252,9 @@ func TestMasqueradeFollowsConfigAndBGP(t *testing.T) {
 	})
 	if err != nil {
 		t.Error(err)
+	}
+	if metrics, err := l.Metrics(ctx, n); err != nil || !strings.Contains(metrics, `route_agent_config_stale{configmap="kube-system/ip-masq-agent"} 1`) {
+		t.Errorf("after the rejected edit, %s's metrics do not say the ip-masq-agent config is stale (%v)", n.Name, err)
 	}
 	if m, err := ipmasqList(ctx, l, n); err != nil || !slices.Contains(m[lab.OutsidePrefix.String()], "config") {
 		t.Errorf("after the rejected edit, %s's set lost the last good config: %v %v", n.Name, m, err)

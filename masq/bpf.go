@@ -93,3 +93,17 @@ func (b *BPF) Translations() ([]Translation, error) {
 
 // Collect implements Datapath.
 func (b *BPF) Collect(now time.Time) (int, error) { return b.dp.GC(now, b.idle) }
+
+// Counters implements Datapath.
+func (b *BPF) Counters() (map[string]uint64, error) {
+	st, err := b.dp.Stats()
+	if err != nil {
+		return nil, err
+	}
+	return map[string]uint64{
+		"translated": st.Translated, "reverse_translated": st.ReverseTranslated, "icmp_error_translated": st.ICMPErrors,
+		"new_flow": st.NewFlows, "skipped_routable": st.SkippedRoutable, "skipped_nonmasq_source": st.SkippedNonMasqSource,
+		"dropped_no_port": st.DroppedNoPort, "dropped_unsupported": st.DroppedUnsupported,
+		"dropped_no_device": st.DroppedNoDevice, "dropped_error": st.DroppedError,
+	}, nil
+}

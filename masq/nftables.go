@@ -35,3 +35,13 @@ func (n *NFTables) Translations() ([]Translation, error) { return nil, nil }
 
 // Collect implements Datapath: conntrack expires its own entries.
 func (n *NFTables) Collect(time.Time) (int, error) { return 0, nil }
+
+// Counters implements Datapath: the masquerade rule sees a connection's
+// first packet only, so it counts connections.
+func (n *NFTables) Counters() (map[string]uint64, error) {
+	c, err := n.m.Counters()
+	if err != nil {
+		return nil, err
+	}
+	return map[string]uint64{"new_flow": c.IPv4.Packets + c.IPv6.Packets}, nil
+}

@@ -34,6 +34,9 @@ type Datapath interface {
 	Translations() ([]Translation, error)
 	// Collect removes idle NAT entries and returns how many.
 	Collect(now time.Time) (int, error)
+	// Counters are the datapath's packet counters by result
+	// ("translated", "dropped_no_port", ...), for the metrics.
+	Counters() (map[string]uint64, error)
 }
 
 // Translation is one masqueraded flow.

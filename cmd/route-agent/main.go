@@ -274,6 +274,9 @@ func run(ctx context.Context, o options) error {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 			eng.Collector(), speaker.Collector(eng.Snapshot), routes.Collector())
+		if masqPart != nil {
+			reg.MustRegister(masqPart.Collector())
+		}
 		goRun(func() error {
 			return server.ServeHTTP(ctx, "--metrics-listen", o.metrics, server.HTTPHandler(reg, eng.Ready))
 		})
