@@ -325,6 +325,47 @@ func TestPortExhaustion(t *testing.T) {
 	masquerade(t, d, pkt{proto: ProtoTCP, src: netip.AddrPortFrom(pod3, 40000), dst: netip.AddrPortFrom(remote, 80)})
 }
 
+// A closed TCP flow's port goes to a new flow to the same remote once the
+// closed one has been quiet for a second, not only when GC runs: a pod
+// that opens connections to one server in a loop must not run out.
+func TestClosedFlowPortReused(t *testing.T) {
+	d := load(t, Options{})
+	configure(t, d)
+	must(t, d.SetPortRange(61000, 61000))
+	dst := netip.AddrPortFrom(remote, 443)
+	first := masquerade(t, d, pkt{proto: ProtoTCP, src: netip.AddrPortFrom(pod, 40000), dst: dst, tcpFlags: 0x02})
+	// The server closes: its FIN comes back to the NAT port.
+	if ret, _ := ingress(t, d, pkt{proto: ProtoTCP, src: dst, dst: first.src, tcpFlags: 0x11}); ret != verdictNext {
+		t.Fatalf("FIN from the server: verdict %d", int32(ret))
+	}
+	next := pkt{proto: ProtoTCP, src: netip.AddrPortFrom(pod2, 40001), dst: dst, tcpFlags: 0x02}
+	if ret, _ := egress(t, d, next); ret != verdictDrop {
+		t.Fatalf("a new flow while the closed one is fresh: verdict %d, want drop (one port)", int32(ret))
+	}
+	time.Sleep(1200 * time.Millisecond)
+	got := masquerade(t, d, next)
+	if got.src.Port() != 61000 {
+		t.Fatalf("new flow got port %d", got.src.Port())
+	}
+	// The old flow no longer owns the port: its next packet starts over
+	// and finds none free, rather than sharing the new flow's.
+	if ret, _ := egress(t, d, pkt{proto: ProtoTCP, src: netip.AddrPortFrom(pod, 40000), dst: dst, tcpFlags: 0x10}); ret == verdictNext {
+		ts, _ := d.Translations()
+		for _, tr := range ts {
+			if tr.Pod == netip.AddrPortFrom(pod, 40000) && tr.NAT.Port() == 61000 {
+				t.Errorf("the closed flow still translates to the reused port: %+v", tr)
+			}
+		}
+	}
+	// An open flow's port is never taken.
+	must(t, d.SetPortRange(61001, 61001))
+	masquerade(t, d, pkt{proto: ProtoTCP, src: netip.AddrPortFrom(pod3, 40002), dst: dst, tcpFlags: 0x02})
+	time.Sleep(1200 * time.Millisecond)
+	if ret, _ := egress(t, d, pkt{proto: ProtoTCP, src: netip.AddrPortFrom(pod2, 40003), dst: dst, tcpFlags: 0x02}); ret != verdictDrop {
+		t.Errorf("an open flow's port went to a new flow: verdict %d", int32(ret))
+	}
+}
+
 func TestNoDeviceDrops(t *testing.T) {
 	d := load(t, Options{})
 	configure(t, d)

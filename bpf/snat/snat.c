@@ -416,12 +416,22 @@ static __always_inline void track_tcp(struct nat_entry *e, const struct l4 *l4)
 }
 
 /*
+ * A closed TCP flow's NAT port may go to a new flow to the same remote
+ * after this long without a packet. Without it, one pod opening
+ * connections to one server in a loop would hold every port of the range
+ * until the closed flows are collected, and then find none free.
+ */
+#define CLOSED_REUSE_NS 1000000000ULL
+
+/*
  * claim takes the reverse entry rkey for the flow whose pod side rval
  * names. Looking up before inserting matters: an insert into a full LRU
  * map evicts an entry before it finds the key already there, so a blind
  * BPF_NOEXIST insert would throw away some other flow. A reverse entry
  * that already names this very pod address and port is ours too: it is
- * what is left of this flow when its forward entry was evicted.
+ * what is left of this flow when its forward entry was evicted. A TCP
+ * entry closing and quiet for CLOSED_REUSE_NS is taken over, its flow's
+ * forward entry dropped first so that the old flow cannot use the port.
  */
 static __always_inline int claim(struct nat_key *rkey, struct nat_entry *rval)
 {
@@ -434,7 +444,25 @@ static __always_inline int claim(struct nat_key *rkey, struct nat_entry *rval)
 		if (!e)
 			return 0;
 	}
-	return addr_eq(&e->addr, &rval->addr) && e->port == rval->port;
+	if (addr_eq(&e->addr, &rval->addr) && e->port == rval->port) {
+		/* Ours, refreshed from egress too: a flow the remote half-closed
+		 * but the pod still sends on is not quiet. */
+		if (rval->seen - e->seen > REFRESH_NS)
+			e->seen = rval->seen;
+		return 1;
+	}
+	if (rkey->proto == IPPROTO_TCP && (e->flags & NAT_F_CLOSING) && rval->seen - e->seen > CLOSED_REUSE_NS) {
+		struct nat_key old = {};
+
+		old.local = e->addr;
+		old.remote = rkey->remote;
+		old.lport = e->port;
+		old.rport = rkey->rport;
+		old.proto = rkey->proto;
+		bpf_map_delete_elem(&snat_fwd, &old);
+		return !bpf_map_update_elem(&snat_rev, rkey, rval, BPF_EXIST);
+	}
+	return 0;
 }
 
 static __always_inline void rev_key(struct nat_key *rkey, const struct nat_key *fkey,

@@ -17,12 +17,15 @@ import (
 // through a rolling update; uninstalling needs them gone.
 func cleanupCommand() *cobra.Command {
 	var cniConfDir string
+	var masqFlags masqFlags
 	c := &cobra.Command{
 		Use:   "cleanup",
 		Short: "Remove everything route-agent installed on this node (for uninstalling)",
 		Long: `cleanup removes every kernel route of protocol 201 (the agent's) in every
 table, the tunnel devices ra_vxlan and ra_geneve with their FDB and neighbour
-entries, and the agent's CNI config file. Run it on each node after removing
+entries, the masquerade (the eBPF programs and maps pinned under
+--bpf-pin-dir, the nftables table route-agent), and the agent's CNI config
+file. Run it on each node after removing
 the DaemonSet, for example from a one-off privileged pod on the host
 network. It touches nothing else.`,
 		Args: cobra.NoArgs,
@@ -47,6 +50,10 @@ network. It touches nothing else.`,
 				return fmt.Errorf("removing the tunnel devices: %w", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "removed the tunnel devices %s and %s if present\n", tunnel.VXLANDevice, tunnel.GeneveDevice)
+			if err := masqFlags.removeDatapaths(log); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed the masquerade (eBPF pinned in %s, nftables table route-agent) if present\n", masqFlags.pinDir)
 			if cniConfDir != "" {
 				if err := cni.Remove(cniConfDir); err != nil {
 					return err
@@ -57,5 +64,6 @@ network. It touches nothing else.`,
 		},
 	}
 	c.Flags().StringVar(&cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "the CNI config directory the agent wrote into; empty leaves it alone")
+	c.Flags().StringVar(&masqFlags.pinDir, "bpf-pin-dir", "/sys/fs/bpf/route-agent", "where the agent pinned its eBPF masquerade")
 	return c
 }

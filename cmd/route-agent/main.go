@@ -233,6 +233,8 @@ func run(ctx context.Context, o options) error {
 		defer closeDP()
 		masqPart = masq.NewPart(dp, masqOpts, o.masq.devices, log)
 		eng.Add(masqPart)
+	} else if err := o.masq.removeDatapaths(log); err != nil {
+		return fmt.Errorf("--enable-ipv4-masquerade=false: %w", err)
 	}
 
 	var wg sync.WaitGroup

@@ -158,3 +158,20 @@ func reservePorts(sysctlDir string, min, max uint16) error {
 	}
 	return nil
 }
+
+// removeDatapaths undoes both implementations: masquerading switched off
+// must not leave an earlier run's programs or rules translating.
+func (m *masqFlags) removeDatapaths(log *slog.Logger) error {
+	var errs []error
+	if err := snat.Remove(m.pinDir); err != nil {
+		errs = append(errs, fmt.Errorf("removing the eBPF masquerade pinned in %s: %w", m.pinDir, err))
+	}
+	n, err := nft.New(nft.Options{Logger: log})
+	if err == nil {
+		err = n.Remove()
+	}
+	if err != nil {
+		errs = append(errs, fmt.Errorf("removing the nftables masquerade: %w", err))
+	}
+	return errors.Join(errs...)
+}
