@@ -53,9 +53,9 @@ type WatchOptions struct {
 	Events events.EventRecorder
 }
 
-// Watch runs informers for Nodes and the bgp-config ConfigMap and calls
-// publish with a fresh snapshot after the caches have synced and after every
-// change. Bursts of events are coalesced: publish always gets the latest
+// Watch runs informers for Nodes, Services, EndpointSlices and the
+// configuration ConfigMaps and calls publish with a fresh snapshot after
+// the caches have synced and after every change. Bursts of events are coalesced: publish always gets the latest
 // state, never a backlog. publish runs on Watch's goroutine; Watch returns
 // when ctx ends.
 func Watch(ctx context.Context, opts WatchOptions, publish func(*snapshot.Cluster)) error {
@@ -66,14 +66,14 @@ func Watch(ctx context.Context, opts WatchOptions, publish func(*snapshot.Cluste
 	// No informer resync: the caches stay current through the watch, and
 	// the agent's reconcile loop re-applies the desired state on its own
 	// period.
-	nodeFactory := informers.NewSharedInformerFactory(opts.Client, 0)
+	factory := informers.NewSharedInformerFactory(opts.Client, 0)
 	dirty := engine.NewTrigger()
 	handler := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { dirty.Fire() },
 		UpdateFunc: func(any, any) { dirty.Fire() },
 		DeleteFunc: func(any) { dirty.Fire() },
 	}
-	nodeInformer := nodeFactory.Core().V1().Nodes()
+	nodeInformer := factory.Core().V1().Nodes()
 	// Every agent caches every Node; drop the bulky fields it never reads
 	// (image lists, managed fields) so a large cluster stays cheap.
 	if err := nodeInformer.Informer().SetTransform(trimNode); err != nil {
@@ -82,7 +82,11 @@ func Watch(ctx context.Context, opts WatchOptions, publish func(*snapshot.Cluste
 	if _, err := nodeInformer.Informer().AddEventHandler(handler); err != nil {
 		return fmt.Errorf("watching nodes: %w", err)
 	}
-	factories := []informers.SharedInformerFactory{nodeFactory}
+	services, err := watchServices(factory, handler)
+	if err != nil {
+		return err
+	}
+	factories := []informers.SharedInformerFactory{factory}
 	// Only the one ConfigMap each: the agent's RBAC allows no more, and
 	// every node watching all ConfigMaps of kube-system would load the API
 	// server.
@@ -99,14 +103,13 @@ func Watch(ctx context.Context, opts WatchOptions, publish func(*snapshot.Cluste
 		factories = append(factories, f)
 		return inf.Lister(), nil
 	}
-	b := builder{opts: opts, log: log, nodes: nodeInformer.Lister()}
+	b := builder{opts: opts, log: log, nodes: nodeInformer.Lister(), services: services}
 	b.bgp = &configWatch[bgpconfig.Config]{
 		what: "bgp-config", key: BGPConfigKey, ref: opts.BGPConfig, parse: bgpconfig.Parse,
 		summary:      func(c *bgpconfig.Config) []any { return []any{"peers", len(c.Peers)} },
 		lastGoodFile: lastGoodFile, stateDir: opts.StateDir, node: opts.NodeName, events: opts.Events, log: log,
 	}
 	b.bgp.state.Source = opts.BGPConfig.String()
-	var err error
 	if b.bgp.lister, err = watchConfigMap(opts.BGPConfig); err != nil {
 		return err
 	}
@@ -162,11 +165,12 @@ const (
 
 // builder assembles snapshots from the informer caches.
 type builder struct {
-	opts  WatchOptions
-	log   *slog.Logger
-	nodes corelisters.NodeLister
-	bgp   *configWatch[bgpconfig.Config]
-	masq  *configWatch[masqconfig.Config] // nil when not watched
+	opts     WatchOptions
+	log      *slog.Logger
+	nodes    corelisters.NodeLister
+	services *serviceWatch
+	bgp      *configWatch[bgpconfig.Config]
+	masq     *configWatch[masqconfig.Config] // nil when not watched
 }
 
 func (b *builder) build() *snapshot.Cluster {
@@ -184,6 +188,14 @@ func (b *builder) build() *snapshot.Cluster {
 			s.Self = &s.Nodes[i]
 		}
 	}
+	services, warnings, err := b.services.read()
+	if err != nil { // as for nodes: never with a cache lister
+		b.log.Error("reading services", "err", err)
+	}
+	for _, w := range warnings {
+		b.log.Warn(w)
+	}
+	s.Services = services
 	s.BGP = b.bgp.read()
 	if b.masq != nil {
 		s.IPMasq = b.masq.read()

@@ -347,14 +347,20 @@ func TestClosedFlowPortReused(t *testing.T) {
 	if got.src.Port() != 61000 {
 		t.Fatalf("new flow got port %d", got.src.Port())
 	}
-	// The old flow no longer owns the port: its next packet starts over
-	// and finds none free, rather than sharing the new flow's.
-	if ret, _ := egress(t, d, pkt{proto: ProtoTCP, src: netip.AddrPortFrom(pod, 40000), dst: dst, tcpFlags: 0x10}); ret == verdictNext {
-		ts, _ := d.Translations()
-		for _, tr := range ts {
-			if tr.Pod == netip.AddrPortFrom(pod, 40000) && tr.NAT.Port() == 61000 {
-				t.Errorf("the closed flow still translates to the reused port: %+v", tr)
-			}
+	// Closed by both sides: the port is free at once.
+	if ret, _ := ingress(t, d, pkt{proto: ProtoTCP, src: dst, dst: got.src, tcpFlags: 0x11}); ret != verdictNext {
+		t.Fatalf("FIN from the server: verdict %d", int32(ret))
+	}
+	masquerade(t, d, pkt{proto: ProtoTCP, src: netip.AddrPortFrom(pod2, 40001), dst: dst, tcpFlags: 0x11})
+	third := masquerade(t, d, pkt{proto: ProtoTCP, src: netip.AddrPortFrom(pod3, 40009), dst: dst, tcpFlags: 0x02})
+	if third.src.Port() != 61000 {
+		t.Fatalf("after both FINs the port was not free at once: %d", third.src.Port())
+	}
+	// The old flows no longer own the port: a packet of theirs starts
+	// over and finds none free, rather than sharing the new flow's.
+	for _, old := range []netip.AddrPort{netip.AddrPortFrom(pod, 40000), netip.AddrPortFrom(pod2, 40001)} {
+		if ret, _ := egress(t, d, pkt{proto: ProtoTCP, src: old, dst: dst, tcpFlags: 0x10}); ret != verdictDrop {
+			t.Errorf("a packet of the closed flow from %s: verdict %d, want drop (the one port is the new flow's)", old, int32(ret))
 		}
 	}
 	// An open flow's port is never taken.

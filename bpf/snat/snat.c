@@ -430,8 +430,9 @@ static __always_inline void track_tcp(struct nat_entry *e, const struct l4 *l4)
  * BPF_NOEXIST insert would throw away some other flow. A reverse entry
  * that already names this very pod address and port is ours too: it is
  * what is left of this flow when its forward entry was evicted. A TCP
- * entry closing and quiet for CLOSED_REUSE_NS is taken over, its flow's
- * forward entry dropped first so that the old flow cannot use the port.
+ * entry closed by both sides, or closing and quiet for CLOSED_REUSE_NS,
+ * is taken over, its flow's forward entry dropped so that the old flow
+ * cannot use the port.
  */
 static __always_inline int claim(struct nat_key *rkey, struct nat_entry *rval)
 {
@@ -451,14 +452,23 @@ static __always_inline int claim(struct nat_key *rkey, struct nat_entry *rval)
 			e->seen = rval->seen;
 		return 1;
 	}
-	if (rkey->proto == IPPROTO_TCP && (e->flags & NAT_F_CLOSING) && rval->seen - e->seen > CLOSED_REUSE_NS) {
+	if (rkey->proto == IPPROTO_TCP && (e->flags & NAT_F_CLOSING)) {
 		struct nat_key old = {};
+		struct nat_entry *oe;
 
 		old.local = e->addr;
 		old.remote = rkey->remote;
 		old.lport = e->port;
 		old.rport = rkey->rport;
 		old.proto = rkey->proto;
+		/*
+		 * Both sides closed (the pod's FIN or RST on the forward
+		 * entry too), or the flow gone quiet since: the port is free,
+		 * as the kernel's NAT evicts closing entries on a clash.
+		 */
+		oe = bpf_map_lookup_elem(&snat_fwd, &old);
+		if (oe && !(oe->flags & NAT_F_CLOSING) && rval->seen - e->seen <= CLOSED_REUSE_NS)
+			return 0;
 		bpf_map_delete_elem(&snat_fwd, &old);
 		return !bpf_map_update_elem(&snat_rev, rkey, rval, BPF_EXIST);
 	}

@@ -50,6 +50,10 @@ type Cluster struct {
 	// IPMasq is the ip-masq-agent ConfigMap; its Source is empty when the
 	// agent does not watch one.
 	IPMasq IPMasqConfig
+	// Services holds the Services of type LoadBalancer, sorted by
+	// namespace, then name. Other types are left out: no planner reads
+	// them, and every change to a snapshot wakes every part.
+	Services []Service
 }
 
 // Node is the part of a Kubernetes Node the agent uses.
@@ -72,6 +76,40 @@ func (n *Node) InternalIP(ipv6 bool) (netip.Addr, bool) {
 		}
 	}
 	return netip.Addr{}, false
+}
+
+// Service is the part of a Kubernetes Service, and of its EndpointSlices,
+// that deciding whether to announce its load-balancer addresses needs.
+type Service struct {
+	Namespace string
+	Name      string
+	// LoadBalancer is true for spec.type LoadBalancer.
+	LoadBalancer bool
+	// Class is spec.loadBalancerClass, "" when unset.
+	Class string
+	// ExternalTrafficPolicyLocal is true when external traffic must stay
+	// on the node it arrives at, so only nodes with an endpoint may
+	// attract it.
+	ExternalTrafficPolicyLocal bool
+	// Ingress are the IPs of status.loadBalancer.ingress, in that order;
+	// entries with only a hostname are left out.
+	Ingress []netip.Addr
+	// Pool is the address pool the Service asked for by annotation. It is
+	// informational: what is announced follows the pool that holds each
+	// address.
+	Pool string
+	// ReadyNodes are the names of the nodes with an endpoint that counts
+	// as ready, sorted, without duplicates. As kube-proxy does, an
+	// endpoint whose ready condition is unset counts as ready; when no
+	// endpoint of the Service is ready, the endpoints that are both
+	// serving and terminating count instead, so that a Service whose
+	// pods are all shutting down keeps taking traffic until they are gone.
+	// (kube-proxy makes that fallback per node for Local Services; it is
+	// made per Service here, which only ever announces fewer nodes.)
+	ReadyNodes []string
+	// HasReady reports whether any endpoint counts as ready, on a node or
+	// not.
+	HasReady bool
 }
 
 // ConfigMapState is the state of a configuration ConfigMap (bgp-config,
@@ -127,7 +165,16 @@ func (c *Cluster) Same(o *Cluster) bool {
 	}
 	return c.Synced == o.Synced && c.NodeName == o.NodeName &&
 		slices.EqualFunc(c.Nodes, o.Nodes, func(a, b Node) bool { return a.Same(&b) }) &&
-		(c.Self == nil) == (o.Self == nil) && c.BGP.Same(o.BGP) && c.IPMasq.Same(o.IPMasq)
+		(c.Self == nil) == (o.Self == nil) && c.BGP.Same(o.BGP) && c.IPMasq.Same(o.IPMasq) &&
+		slices.EqualFunc(c.Services, o.Services, func(a, b Service) bool { return a.Same(&b) })
+}
+
+// Same reports whether two Services are the same for the planners.
+func (s *Service) Same(o *Service) bool {
+	return s.Namespace == o.Namespace && s.Name == o.Name && s.LoadBalancer == o.LoadBalancer &&
+		s.Class == o.Class && s.ExternalTrafficPolicyLocal == o.ExternalTrafficPolicyLocal &&
+		slices.Equal(s.Ingress, o.Ingress) && s.Pool == o.Pool &&
+		slices.Equal(s.ReadyNodes, o.ReadyNodes) && s.HasReady == o.HasReady
 }
 
 // Same reports whether two nodes are the same for the planners.
