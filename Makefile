@@ -18,12 +18,12 @@ deps:
 	./scripts/install-deps
 
 generate:
-	$(GO) generate ./api/...
+	$(GO) generate ./api/... ./bpf/...
 
 # Generated code is committed; this fails when it no longer matches its source.
 check-generated: deps
-	$(GO) generate ./api/...
-	git diff --exit-code -- api/
+	$(GO) generate ./api/... ./bpf/...
+	git diff --exit-code -- api/ bpf/
 
 vet:
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }

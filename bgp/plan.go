@@ -187,6 +187,10 @@ func Plan(s *snapshot.Snapshot, running Global) (Desired, []string) {
 		}
 		d.Paths = append(d.Paths, Path{Prefix: c, NextHop: nh})
 	}
+	lb := planLB(s)
+	d.Paths = append(d.Paths, lb.paths...)
+	warnings = append(warnings, lb.warnings...)
+	warnings = append(warnings, lbFamilyWarnings(lb.paths, d.Peers)...)
 	slices.SortFunc(d.Peers, func(a, b Peer) int { return a.Address.Compare(b.Address) })
 	slices.SortFunc(d.Paths, func(a, b Path) int { return comparePrefixes(a.Prefix, b.Prefix) })
 	return d, warnings

@@ -55,9 +55,9 @@ type WatchOptions struct {
 
 // Watch runs informers for Nodes, Services, EndpointSlices and the
 // configuration ConfigMaps and calls publish with a fresh snapshot after
-// the caches have synced and after every change. Bursts of events are coalesced: publish always gets the latest
-// state, never a backlog. publish runs on Watch's goroutine; Watch returns
-// when ctx ends.
+// the caches have synced and after every change. Bursts of events are
+// coalesced: publish always gets the latest state, never a backlog.
+// publish runs on Watch's goroutine; Watch returns when ctx ends.
 func Watch(ctx context.Context, opts WatchOptions, publish func(*snapshot.Cluster)) error {
 	log := opts.Logger
 	if log == nil {

@@ -28,6 +28,7 @@ import (
 
 	"routeagent.io/route-agent/api/server"
 	"routeagent.io/route-agent/bgp"
+	"routeagent.io/route-agent/bgp/lbipam"
 	"routeagent.io/route-agent/cluster"
 	"routeagent.io/route-agent/cluster/snapshot"
 	"routeagent.io/route-agent/engine"
@@ -59,6 +60,9 @@ type options struct {
 	sysctlDir      string
 
 	masq masqFlags
+
+	lbIPAM    bool
+	namespace string
 }
 
 func main() {
@@ -102,6 +106,8 @@ ROUTE_AGENT_TUNNEL_PROTOCOL; the command line wins.`,
 	f.StringVar(&o.cniIPAMDir, "cni-ipam-data-dir", "", "host-local IPAM state directory written into the CNI config; empty is the plugin's default (/var/lib/cni/networks)")
 	f.StringVar(&o.sysctlDir, "sysctl-dir", "/proc/sys", "the sysctl tree to set forwarding and rp_filter in (a container's /proc/sys is read-only: mount the host's /proc/sys/net elsewhere)")
 	o.masq.register(f)
+	f.BoolVar(&o.lbIPAM, "lb-ipam", true, "assign LoadBalancer Services addresses from the bgp-config's address-pools (one agent at a time, by leader election on a Lease)")
+	f.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", "kube-system"), "the agent's namespace, holding the allocator's Lease (default: $POD_NAMESPACE, else kube-system)")
 	cmd.AddCommand(cleanupCommand())
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -221,6 +227,13 @@ func run(ctx context.Context, o options) error {
 		routes.OnMTUChange(func() { eng.Kick("cni") })
 	}
 	eng.AddCheck(bgp.ConfigCheck)
+	var ipam *lbipam.Controller
+	if o.lbIPAM {
+		if ipam, err = newLBIPAM(client, o.namespace, o.nodeName, log); err != nil {
+			return err
+		}
+		eng.Add(lbIPAMPart(ipam))
+	}
 	var masqPart *masq.Part
 	if o.masq.enabled() {
 		if err := reservePorts(o.sysctlDir, masqOpts.PortMin, masqOpts.PortMax); err != nil {
@@ -259,6 +272,9 @@ func run(ctx context.Context, o options) error {
 		})
 	})
 	goRun(func() error { eng.Run(ctx); return nil })
+	if ipam != nil {
+		goRun(func() error { return ipam.Run(ctx) })
+	}
 	goRun(func() error {
 		return cluster.Watch(ctx, cluster.WatchOptions{
 			Client:       client,
@@ -356,4 +372,11 @@ func kubeConfig(path string) (*rest.Config, error) {
 		return nil, fmt.Errorf("--kubeconfig %s: %w", path, err)
 	}
 	return c, nil
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
 }
