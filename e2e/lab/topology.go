@@ -130,6 +130,12 @@ const BGPConfig = `peers:
 address-pools:
 - name: default
   protocol: bgp
+  avoid-buggy-ips: true
   addresses:
-  - 10.5.112.0/21
+  - ` + LBPool + `
 `
+
+// LBPool is the lab's LoadBalancer address pool; the seed's pool,
+// 10.5.112.0/21, is the lab's pod network, which LB addresses must not
+// share.
+const LBPool = "10.7.0.0/24"
