@@ -89,11 +89,11 @@ func run(ctx context.Context, exit bool) error {
 	}
 	// Masquerade: the pod reaches the outside host, which cannot route to
 	// pods, with its node's address; routectl says why and how.
-	if out, err := l.PodExec(ctx, from, "traceroute", "-n", "-q", "1", "-w", "2", lab.OutsideIP.String()); err != nil {
+	out, err := l.PodExec(ctx, from, "traceroute", "-n", "-q", "1", "-w", "2", lab.OutsideIP.String())
+	if err != nil {
 		return err
-	} else {
-		fmt.Printf("\n$ traceroute -n %s   # in pod %s (%s), to the outside host beyond tor94 (masqueraded)\n%s", lab.OutsideIP, from.Name, from.IP, out)
 	}
+	fmt.Printf("\n$ traceroute -n %s   # in pod %s (%s), to the outside host beyond tor94 (masqueraded)\n%s", lab.OutsideIP, from.Name, from.IP, out)
 	if err := lab.Echo(ctx, from, lab.OutsideIP, "tcp"); err != nil {
 		return err
 	}
