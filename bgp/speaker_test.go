@@ -114,7 +114,23 @@ func startRouter(t *testing.T, name, listenAddr, routerID string, asn, speakerAS
 	}
 	r.srv = server.NewBgpServer(server.LoggerOption(newTestAdapter(testLogger(t, name))))
 	go r.srv.Serve()
-	t.Cleanup(r.srv.Stop)
+	t.Cleanup(func() {
+		// Peers first: GoBGP's StopBgp rewrites each neighbour's config
+		// while an established session's receive loop may still read it
+		// (a data race inside GoBGP, seen under -race).
+		ctx := context.Background()
+		var peers []string
+		_ = r.srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+			peers = append(peers, p.GetConf().GetNeighborAddress())
+		})
+		for _, p := range peers {
+			_ = r.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: p})
+		}
+		// The receive loop of a deleted session ends with its
+		// connection, a moment after DeletePeer returns.
+		time.Sleep(300 * time.Millisecond)
+		r.srv.Stop()
+	})
 
 	r.port = freePort(t, listenAddr)
 	err := r.srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
