@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -113,6 +114,13 @@ func TestLoadBalancerLocalFollowsEndpoint(t *testing.T) {
 		return time.Since(start)
 	}
 	waitHops(tor94, []string{a.IP.String()})
+	// routectl says the same on each node, with the reason.
+	for n, want := range map[*lab.Node]string{a: "yes", c: "no local endpoint"} {
+		out, err := l.Routectl(ctx, n, "services")
+		if err != nil || !strings.Contains(string(out), "default/lb-local") || !strings.Contains(string(out), want) {
+			t.Errorf("routectl services on %s: %v, want %q:\n%s", n.Name, err, want, out)
+		}
+	}
 
 	moved := endpointOn(c)
 	cur, err := eps.Get(ctx, "lb-local-1", metav1.GetOptions{})

@@ -147,6 +147,19 @@ func (h *Handlers) ListIPMasq(context.Context, *apiv1.ListIPMasqRequest) (*apiv1
 	return r, nil
 }
 
+// ListServices implements apiv1.AgentServer.
+func (h *Handlers) ListServices(context.Context, *apiv1.ListServicesRequest) (*apiv1.ListServicesResponse, error) {
+	r := &apiv1.ListServicesResponse{}
+	for _, st := range bgp.LBStatuses(h.Engine.Snapshot()) {
+		x := &apiv1.LBService{Namespace: st.Namespace, Name: st.Name, Pool: st.Pool, Advertised: st.Advertised, Reason: st.Reason}
+		for _, a := range st.Addresses {
+			x.Addresses = append(x.Addresses, a.String())
+		}
+		r.Services = append(r.Services, x)
+	}
+	return r, nil
+}
+
 // ListNAT implements apiv1.AgentServer.
 func (h *Handlers) ListNAT(context.Context, *apiv1.ListNATRequest) (*apiv1.ListNATResponse, error) {
 	if h.Masquerade == nil {

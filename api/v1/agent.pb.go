@@ -1685,6 +1685,173 @@ func (x *NATEntry) GetIdleMs() int64 {
 	return 0
 }
 
+type ListServicesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListServicesRequest) Reset() {
+	*x = ListServicesRequest{}
+	mi := &file_agent_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListServicesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListServicesRequest) ProtoMessage() {}
+
+func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
+func (*ListServicesRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{23}
+}
+
+type ListServicesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Services      []*LBService           `protobuf:"bytes,1,rep,name=services,proto3" json:"services,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListServicesResponse) Reset() {
+	*x = ListServicesResponse{}
+	mi := &file_agent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListServicesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListServicesResponse) ProtoMessage() {}
+
+func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
+func (*ListServicesResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListServicesResponse) GetServices() []*LBService {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+type LBService struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Addresses []string               `protobuf:"bytes,3,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// The bgp-config pools holding the addresses, comma separated.
+	Pool       string `protobuf:"bytes,4,opt,name=pool,proto3" json:"pool,omitempty"`
+	Advertised bool   `protobuf:"varint,5,opt,name=advertised,proto3" json:"advertised,omitempty"`
+	// Why (some of) the addresses are not advertised by this node: "no local
+	// endpoint", "no ready endpoint", "address outside every bgp pool", ...
+	Reason        string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LBService) Reset() {
+	*x = LBService{}
+	mi := &file_agent_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LBService) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LBService) ProtoMessage() {}
+
+func (x *LBService) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LBService.ProtoReflect.Descriptor instead.
+func (*LBService) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *LBService) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *LBService) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *LBService) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *LBService) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *LBService) GetAdvertised() bool {
+	if x != nil {
+		return x.Advertised
+	}
+	return false
+}
+
+func (x *LBService) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -1821,7 +1988,19 @@ const file_agent_proto_rawDesc = "" +
 	"\x03pod\x18\x02 \x01(\tR\x03pod\x12\x10\n" +
 	"\x03nat\x18\x03 \x01(\tR\x03nat\x12\x16\n" +
 	"\x06remote\x18\x04 \x01(\tR\x06remote\x12\x17\n" +
-	"\aidle_ms\x18\x05 \x01(\x03R\x06idleMs2\xf3\x03\n" +
+	"\aidle_ms\x18\x05 \x01(\x03R\x06idleMs\"\x15\n" +
+	"\x13ListServicesRequest\"L\n" +
+	"\x14ListServicesResponse\x124\n" +
+	"\bservices\x18\x01 \x03(\v2\x18.routeagent.v1.LBServiceR\bservices\"\xa7\x01\n" +
+	"\tLBService\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
+	"\taddresses\x18\x03 \x03(\tR\taddresses\x12\x12\n" +
+	"\x04pool\x18\x04 \x01(\tR\x04pool\x12\x1e\n" +
+	"\n" +
+	"advertised\x18\x05 \x01(\bR\n" +
+	"advertised\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason2\xcc\x04\n" +
 	"\x05Agent\x12E\n" +
 	"\x06Status\x12\x1c.routeagent.v1.StatusRequest\x1a\x1d.routeagent.v1.StatusResponse\x12W\n" +
 	"\fListBGPPeers\x12\".routeagent.v1.ListBGPPeersRequest\x1a#.routeagent.v1.ListBGPPeersResponse\x12Z\n" +
@@ -1830,7 +2009,8 @@ const file_agent_proto_rawDesc = "" +
 	"ListRoutes\x12 .routeagent.v1.ListRoutesRequest\x1a!.routeagent.v1.ListRoutesResponse\x12Q\n" +
 	"\n" +
 	"ListIPMasq\x12 .routeagent.v1.ListIPMasqRequest\x1a!.routeagent.v1.ListIPMasqResponse\x12H\n" +
-	"\aListNAT\x12\x1d.routeagent.v1.ListNATRequest\x1a\x1e.routeagent.v1.ListNATResponseB(Z&routeagent.io/route-agent/api/v1;apiv1b\x06proto3"
+	"\aListNAT\x12\x1d.routeagent.v1.ListNATRequest\x1a\x1e.routeagent.v1.ListNATResponse\x12W\n" +
+	"\fListServices\x12\".routeagent.v1.ListServicesRequest\x1a#.routeagent.v1.ListServicesResponseB(Z&routeagent.io/route-agent/api/v1;apiv1b\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -1845,7 +2025,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_agent_proto_goTypes = []any{
 	(ListBGPRoutesRequest_Direction)(0), // 0: routeagent.v1.ListBGPRoutesRequest.Direction
 	(*StatusRequest)(nil),               // 1: routeagent.v1.StatusRequest
@@ -1871,6 +2051,9 @@ var file_agent_proto_goTypes = []any{
 	(*ListNATRequest)(nil),              // 21: routeagent.v1.ListNATRequest
 	(*ListNATResponse)(nil),             // 22: routeagent.v1.ListNATResponse
 	(*NATEntry)(nil),                    // 23: routeagent.v1.NATEntry
+	(*ListServicesRequest)(nil),         // 24: routeagent.v1.ListServicesRequest
+	(*ListServicesResponse)(nil),        // 25: routeagent.v1.ListServicesResponse
+	(*LBService)(nil),                   // 26: routeagent.v1.LBService
 }
 var file_agent_proto_depIdxs = []int32{
 	7,  // 0: routeagent.v1.StatusResponse.bgp_config:type_name -> routeagent.v1.ConfigStatus
@@ -1886,23 +2069,26 @@ var file_agent_proto_depIdxs = []int32{
 	19, // 10: routeagent.v1.ListIPMasqResponse.entries:type_name -> routeagent.v1.IPMasqEntry
 	20, // 11: routeagent.v1.IPMasqEntry.reasons:type_name -> routeagent.v1.IPMasqReason
 	23, // 12: routeagent.v1.ListNATResponse.entries:type_name -> routeagent.v1.NATEntry
-	1,  // 13: routeagent.v1.Agent.Status:input_type -> routeagent.v1.StatusRequest
-	8,  // 14: routeagent.v1.Agent.ListBGPPeers:input_type -> routeagent.v1.ListBGPPeersRequest
-	11, // 15: routeagent.v1.Agent.ListBGPRoutes:input_type -> routeagent.v1.ListBGPRoutesRequest
-	14, // 16: routeagent.v1.Agent.ListRoutes:input_type -> routeagent.v1.ListRoutesRequest
-	17, // 17: routeagent.v1.Agent.ListIPMasq:input_type -> routeagent.v1.ListIPMasqRequest
-	21, // 18: routeagent.v1.Agent.ListNAT:input_type -> routeagent.v1.ListNATRequest
-	2,  // 19: routeagent.v1.Agent.Status:output_type -> routeagent.v1.StatusResponse
-	9,  // 20: routeagent.v1.Agent.ListBGPPeers:output_type -> routeagent.v1.ListBGPPeersResponse
-	12, // 21: routeagent.v1.Agent.ListBGPRoutes:output_type -> routeagent.v1.ListBGPRoutesResponse
-	15, // 22: routeagent.v1.Agent.ListRoutes:output_type -> routeagent.v1.ListRoutesResponse
-	18, // 23: routeagent.v1.Agent.ListIPMasq:output_type -> routeagent.v1.ListIPMasqResponse
-	22, // 24: routeagent.v1.Agent.ListNAT:output_type -> routeagent.v1.ListNATResponse
-	19, // [19:25] is the sub-list for method output_type
-	13, // [13:19] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	26, // 13: routeagent.v1.ListServicesResponse.services:type_name -> routeagent.v1.LBService
+	1,  // 14: routeagent.v1.Agent.Status:input_type -> routeagent.v1.StatusRequest
+	8,  // 15: routeagent.v1.Agent.ListBGPPeers:input_type -> routeagent.v1.ListBGPPeersRequest
+	11, // 16: routeagent.v1.Agent.ListBGPRoutes:input_type -> routeagent.v1.ListBGPRoutesRequest
+	14, // 17: routeagent.v1.Agent.ListRoutes:input_type -> routeagent.v1.ListRoutesRequest
+	17, // 18: routeagent.v1.Agent.ListIPMasq:input_type -> routeagent.v1.ListIPMasqRequest
+	21, // 19: routeagent.v1.Agent.ListNAT:input_type -> routeagent.v1.ListNATRequest
+	24, // 20: routeagent.v1.Agent.ListServices:input_type -> routeagent.v1.ListServicesRequest
+	2,  // 21: routeagent.v1.Agent.Status:output_type -> routeagent.v1.StatusResponse
+	9,  // 22: routeagent.v1.Agent.ListBGPPeers:output_type -> routeagent.v1.ListBGPPeersResponse
+	12, // 23: routeagent.v1.Agent.ListBGPRoutes:output_type -> routeagent.v1.ListBGPRoutesResponse
+	15, // 24: routeagent.v1.Agent.ListRoutes:output_type -> routeagent.v1.ListRoutesResponse
+	18, // 25: routeagent.v1.Agent.ListIPMasq:output_type -> routeagent.v1.ListIPMasqResponse
+	22, // 26: routeagent.v1.Agent.ListNAT:output_type -> routeagent.v1.ListNATResponse
+	25, // 27: routeagent.v1.Agent.ListServices:output_type -> routeagent.v1.ListServicesResponse
+	21, // [21:28] is the sub-list for method output_type
+	14, // [14:21] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1916,7 +2102,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   23,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,7 @@ const (
 	Agent_ListRoutes_FullMethodName    = "/routeagent.v1.Agent/ListRoutes"
 	Agent_ListIPMasq_FullMethodName    = "/routeagent.v1.Agent/ListIPMasq"
 	Agent_ListNAT_FullMethodName       = "/routeagent.v1.Agent/ListNAT"
+	Agent_ListServices_FullMethodName  = "/routeagent.v1.Agent/ListServices"
 )
 
 // AgentClient is the client API for Agent service.
@@ -46,6 +47,9 @@ type AgentClient interface {
 	ListIPMasq(ctx context.Context, in *ListIPMasqRequest, opts ...grpc.CallOption) (*ListIPMasqResponse, error)
 	// The masqueraded flows the datapath keeps.
 	ListNAT(ctx context.Context, in *ListNATRequest, opts ...grpc.CallOption) (*ListNATResponse, error)
+	// Every LoadBalancer Service, its addresses, and whether this node
+	// advertises them, and if not why.
+	ListServices(ctx context.Context, in *ListServicesRequest, opts ...grpc.CallOption) (*ListServicesResponse, error)
 }
 
 type agentClient struct {
@@ -116,6 +120,16 @@ func (c *agentClient) ListNAT(ctx context.Context, in *ListNATRequest, opts ...g
 	return out, nil
 }
 
+func (c *agentClient) ListServices(ctx context.Context, in *ListServicesRequest, opts ...grpc.CallOption) (*ListServicesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListServicesResponse)
+	err := c.cc.Invoke(ctx, Agent_ListServices_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -133,6 +147,9 @@ type AgentServer interface {
 	ListIPMasq(context.Context, *ListIPMasqRequest) (*ListIPMasqResponse, error)
 	// The masqueraded flows the datapath keeps.
 	ListNAT(context.Context, *ListNATRequest) (*ListNATResponse, error)
+	// Every LoadBalancer Service, its addresses, and whether this node
+	// advertises them, and if not why.
+	ListServices(context.Context, *ListServicesRequest) (*ListServicesResponse, error)
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -160,6 +177,9 @@ func (UnimplementedAgentServer) ListIPMasq(context.Context, *ListIPMasqRequest) 
 }
 func (UnimplementedAgentServer) ListNAT(context.Context, *ListNATRequest) (*ListNATResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListNAT not implemented")
+}
+func (UnimplementedAgentServer) ListServices(context.Context, *ListServicesRequest) (*ListServicesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListServices not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -290,6 +310,24 @@ func _Agent_ListNAT_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_ListServices_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListServicesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).ListServices(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_ListServices_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).ListServices(ctx, req.(*ListServicesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -320,6 +358,10 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListNAT",
 			Handler:    _Agent_ListNAT_Handler,
+		},
+		{
+			MethodName: "ListServices",
+			Handler:    _Agent_ListServices_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

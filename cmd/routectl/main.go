@@ -155,7 +155,20 @@ node's address.`,
 			})
 		},
 	})
-	root.AddCommand(ipmasqCmd, natCmd)
+	root.AddCommand(ipmasqCmd, natCmd, &cobra.Command{
+		Use:   "services",
+		Short: "LoadBalancer Services: their addresses and pool, and whether this node advertises them, and why not",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.call(cmd, func(ctx context.Context, c apiv1.AgentClient) error {
+				r, err := c.ListServices(ctx, &apiv1.ListServicesRequest{})
+				if err != nil {
+					return err
+				}
+				return printServices(cmd.OutOrStdout(), g.output, r.GetServices())
+			})
+		},
+	})
 	return root
 }
 

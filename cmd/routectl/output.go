@@ -506,3 +506,37 @@ func printNAT(w io.Writer, format string, r *apiv1.ListNATResponse) error {
 	}
 	return tw.Flush()
 }
+
+type serviceRow struct {
+	Namespace  string   `json:"namespace"`
+	Name       string   `json:"name"`
+	Addresses  []string `json:"addresses"`
+	Pool       string   `json:"pool"`
+	Advertised bool     `json:"advertised"`
+	Reason     string   `json:"reason"`
+}
+
+func printServices(w io.Writer, format string, svcs []*apiv1.LBService) error {
+	rows := make([]serviceRow, 0, len(svcs))
+	for _, s := range svcs {
+		rows = append(rows, serviceRow{Namespace: s.GetNamespace(), Name: s.GetName(), Addresses: nonNil(s.GetAddresses()),
+			Pool: s.GetPool(), Advertised: s.GetAdvertised(), Reason: s.GetReason()})
+	}
+	if format == "json" {
+		return writeJSON(w, rows)
+	}
+	if len(rows) == 0 {
+		_, err := fmt.Fprintln(w, "No LoadBalancer Services.")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
+	fmt.Fprintln(tw, "Service\tAddresses\tPool\tAdvertised\tWhy not")
+	for _, r := range rows {
+		adv := "no"
+		if r.Advertised {
+			adv = "yes"
+		}
+		fmt.Fprintf(tw, "%s/%s\t%s\t%s\t%s\t%s\n", r.Namespace, r.Name, orNone(r.Addresses), orDash(r.Pool), adv, orDash(r.Reason))
+	}
+	return tw.Flush()
+}

@@ -566,3 +566,28 @@ func TestPrintKernelRoutes(t *testing.T) {
 		t.Errorf("empty JSON = %q, %v; want []", b.String(), err)
 	}
 }
+
+func TestPrintServices(t *testing.T) {
+	svcs := []*apiv1.LBService{
+		{Namespace: "default", Name: "web", Addresses: []string{"10.7.0.1"}, Pool: "default", Advertised: true},
+		{Namespace: "default", Name: "db", Addresses: []string{"10.7.0.2"}, Pool: "default", Reason: "no local endpoint"},
+	}
+	var b strings.Builder
+	if err := printServices(&b, "table", svcs); err != nil {
+		t.Fatal(err)
+	}
+	want := "" +
+		"Service       Addresses   Pool      Advertised   Why not\n" +
+		"default/web   10.7.0.1    default   yes          -\n" +
+		"default/db    10.7.0.2    default   no           no local endpoint\n"
+	if diff := cmp.Diff(want, b.String()); diff != "" {
+		t.Errorf("table (-want +got):\n%s", diff)
+	}
+	b.Reset()
+	if err := printServices(&b, "json", svcs[1:]); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), `"reason": "no local endpoint"`) || !strings.Contains(b.String(), `"advertised": false`) {
+		t.Errorf("json:\n%s", b.String())
+	}
+}
