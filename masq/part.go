@@ -102,8 +102,8 @@ func (p *Part) Reconcile(ctx context.Context, s *snapshot.Snapshot) ([]string, e
 // Watch implements engine.Watcher: link and address changes move the
 // masquerade devices and their addresses; the config's resyncInterval
 // re-applies everything; idle NAT entries are collected meanwhile.
-func (p *Part) Watch(ctx context.Context, kick func()) error {
-	ctx, cancel := context.WithCancel(ctx)
+func (p *Part) Watch(parent context.Context, kick func()) error {
+	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	links := make(chan netlink.LinkUpdate, 64)
 	addrs := make(chan netlink.AddrUpdate, 64)
@@ -124,10 +124,11 @@ func (p *Part) Watch(ctx context.Context, kick func()) error {
 	for {
 		select {
 		case <-ctx.Done():
-			if errors.Is(context.Cause(ctx), context.Canceled) {
+			if parent.Err() != nil {
 				return nil
 			}
-			return ctx.Err()
+			// A subscription failed: the engine restarts the watch.
+			return errors.New("netlink subscription failed")
 		case _, ok := <-links:
 			if !ok {
 				return errors.New("link subscription ended")
