@@ -25,6 +25,20 @@ func familyOf(a netip.Addr) *api.Family {
 	return &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}
 }
 
+// families returns the unicast families the session with p carries: that
+// of its address and, with DualStack, the other one too.
+func (p Peer) families() []*api.Family {
+	fams := []*api.Family{familyOf(p.Address)}
+	if p.DualStack {
+		other := netip.IPv6Unspecified()
+		if p.Address.Is6() {
+			other = netip.IPv4Unspecified()
+		}
+		fams = append(fams, familyOf(other))
+	}
+	return fams
+}
+
 // familyName prints a family as cilium-dbg does ("ipv4/unicast").
 func familyName(f *api.Family) string {
 	afi := map[api.Family_Afi]string{api.Family_AFI_IP: "ipv4", api.Family_AFI_IP6: "ipv6"}[f.GetAfi()]
@@ -92,13 +106,18 @@ func apiPeer(p Peer, restarting bool) *api.Peer {
 			KeepaliveInterval: uint64(p.KeepaliveTime.Seconds()),
 		}},
 		Transport: &api.Transport{RemotePort: uint32(p.Port)},
-		AfiSafis: []*api.AfiSafi{{
-			Config:            &api.AfiSafiConfig{Family: familyOf(p.Address), Enabled: true},
-			MpGracefulRestart: &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}},
-		}},
 		GracefulRestart: &api.GracefulRestart{
 			Enabled: true, RestartTime: restartTime, DeferralTime: deferralTime, LocalRestarting: restarting,
 		},
+	}
+	// One AFI/SAFI each: GoBGP offers them all in its OPEN (multiprotocol
+	// capabilities, RFC 4760) and the session carries those the peer
+	// offers too, so an IPv4-only router simply gets IPv4.
+	for _, f := range p.families() {
+		ap.AfiSafis = append(ap.AfiSafis, &api.AfiSafi{
+			Config:            &api.AfiSafiConfig{Family: f, Enabled: true},
+			MpGracefulRestart: &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}},
+		})
 	}
 	if p.SourceAddress.IsValid() {
 		ap.Transport.LocalAddress = p.SourceAddress.String()
@@ -107,6 +126,102 @@ func apiPeer(p Peer, restarting bool) *api.Peer {
 		ap.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: 255}
 	}
 	return ap
+}
+
+// negotiatedFamilies returns the names of the families an established
+// session carries: those both ends offered. GoBGP records a peer that
+// offered no multiprotocol capability at all as offering IPv4 unicast, as
+// RFC 4760 has it. It returns nil when the session is not established.
+func negotiatedFamilies(p *api.Peer) map[string]bool {
+	if p.GetState().GetSessionState() != api.PeerState_ESTABLISHED {
+		return nil
+	}
+	remote := map[string]bool{}
+	for _, c := range p.GetState().GetRemoteCap() {
+		m, err := c.UnmarshalNew()
+		if err != nil {
+			continue
+		}
+		if mp, ok := m.(*api.MultiProtocolCapability); ok {
+			remote[familyName(mp.GetFamily())] = true
+		}
+	}
+	out := map[string]bool{}
+	for _, af := range p.GetAfiSafis() {
+		if name := familyName(af.GetConfig().GetFamily()); remote[name] {
+			out[name] = true
+		}
+	}
+	return out
+}
+
+// nextHopPolicy sets the next hop of one family's paths sent to one peer
+// (a peer's ipv4-next-hop or ipv6-next-hop). GoBGP keeps one path per
+// prefix for every peer, so a per-peer next hop is an export policy
+// statement, as a route-map is on FRR.
+type nextHopPolicy struct {
+	peer    netip.Addr
+	ipv6    bool
+	nextHop netip.Addr
+}
+
+// nextHopPolicies lists the policies the peers ask for.
+func nextHopPolicies(peers []Peer) map[nextHopPolicy]bool {
+	out := map[nextHopPolicy]bool{}
+	for _, p := range peers {
+		for _, v6 := range []bool{false, true} {
+			nh := p.IPv4NextHop
+			if v6 {
+				nh = p.IPv6NextHop
+			}
+			if nh.IsValid() && p.carries(v6) {
+				out[nextHopPolicy{peer: p.Address, ipv6: v6, nextHop: nh}] = true
+			}
+		}
+	}
+	return out
+}
+
+// name holds everything the policy does, so an existing policy of that
+// name is the right one: a changed next hop is a new policy.
+func (n nextHopPolicy) name() string {
+	fam := netip.IPv4Unspecified()
+	if n.ipv6 {
+		fam = netip.IPv6Unspecified()
+	}
+	return fmt.Sprintf("route-agent-nexthop-%s-%s-%s", n.peer, ipFamily(fam), n.nextHop)
+}
+
+// neighborSet names the defined set holding only peer.
+func neighborSet(peer netip.Addr) string { return "route-agent-peer-" + peer.String() }
+
+func (n nextHopPolicy) apiNeighborSet() *api.DefinedSet {
+	return &api.DefinedSet{
+		DefinedType: api.DefinedType_NEIGHBOR,
+		Name:        neighborSet(n.peer),
+		List:        []string{netip.PrefixFrom(n.peer, n.peer.BitLen()).String()},
+	}
+}
+
+// apiPolicy accepts the node's own paths of the family for the peer with
+// the next hop set; every other path goes on to the plain export policy.
+func (n nextHopPolicy) apiPolicy() *api.Policy {
+	fam := familyOf(netip.IPv4Unspecified())
+	if n.ipv6 {
+		fam = familyOf(netip.IPv6Unspecified())
+	}
+	return &api.Policy{Name: n.name(), Statements: []*api.Statement{{
+		Name: n.name(),
+		Conditions: &api.Conditions{
+			RouteType:   api.Conditions_ROUTE_TYPE_LOCAL,
+			NeighborSet: &api.MatchSet{Type: api.MatchSet_ANY, Name: neighborSet(n.peer)},
+			AfiSafiIn:   []*api.Family{fam},
+		},
+		Actions: &api.Actions{
+			RouteAction: api.RouteAction_ACCEPT,
+			Nexthop:     &api.NexthopAction{Address: n.nextHop.String()},
+		},
+	}}}
 }
 
 // sessionStateName prints a session state as FRR and cilium-dbg do.

@@ -41,6 +41,8 @@ func LBStatuses(s *snapshot.Snapshot) []LBStatus {
 	lb := planLB(s)
 	var down string
 	switch {
+	case s.Announce.LBIPsOff:
+		down = "LB IP announcement disabled (--bgp-announce-lb-ip=false)"
 	case s.Self == nil:
 		down = "this node's Node object has not been seen"
 	case s.BGP.Config == nil:
@@ -248,11 +250,11 @@ func lbFamilyWarnings(paths []Path, peers []Peer) []string {
 				n++
 			}
 		}
-		if n == 0 || slices.ContainsFunc(peers, func(p Peer) bool { return p.Address.Is6() == fam.Is6() }) {
+		if n == 0 || slices.ContainsFunc(peers, func(p Peer) bool { return p.carries(fam.Is6()) }) {
 			continue
 		}
-		warnings = append(warnings, fmt.Sprintf("%d LoadBalancer prefixes of %s reach no peer: no selected peer has an address of that family",
-			n, ipFamily(fam)))
+		warnings = append(warnings, fmt.Sprintf("%d LoadBalancer prefixes of %s reach no peer: no selected peer carries that family (%s)",
+			n, ipFamily(fam), carriersHint(fam)))
 	}
 	return warnings
 }

@@ -48,6 +48,19 @@ type Peer struct {
 	SourceAddress netip.Addr
 	Password      secret.Value
 	EBGPMultihop  bool
+	// DualStack makes the session carry IPv4 and IPv6 unicast (MP-BGP,
+	// where the peer agrees); otherwise it carries the family of Address.
+	DualStack bool
+	// IPv4NextHop and IPv6NextHop, when valid, replace the next hop of the
+	// paths of their family sent to this peer.
+	IPv4NextHop netip.Addr
+	IPv6NextHop netip.Addr
+}
+
+// carries reports whether the session carries paths of the family of a
+// prefix (IPv6 when ipv6 is true).
+func (p Peer) carries(ipv6 bool) bool {
+	return p.DualStack || p.Address.Is6() == ipv6
 }
 
 // Path is one advertised prefix. It is comparable, and the speaker keys
@@ -117,19 +130,16 @@ func Plan(s *snapshot.Snapshot, running Global) (Desired, []string) {
 	}
 	self := s.Self
 
-	seen := map[netip.Addr]int{}
+	selected, warnings := selectedPeers(s.BGP.Config, self)
+	if w := waitingForSecrets(s, selected); w != "" {
+		// Only right after start. Waiting costs nothing then, while
+		// adding these sessions after the others would keep them out of
+		// a graceful restart.
+		return Desired{}, append(warnings, w)
+	}
 	var routerID netip.Addr
 	keepASN, keepRouterID := false, false
-	for _, p := range s.BGP.Config.Peers {
-		if !p.MatchesNode(self.Labels) {
-			continue
-		}
-		if first, dup := seen[p.Address]; dup {
-			warnings = append(warnings, fmt.Sprintf("peers[%d] and peers[%d] both select this node with peer-address %s; using peers[%d]",
-				first, p.Index, p.Address, first))
-			continue
-		}
-		seen[p.Address] = p.Index
+	for _, p := range selected {
 		if d.Global.ASN == 0 {
 			d.Global.ASN = p.MyASN
 		}
@@ -143,7 +153,7 @@ func Plan(s *snapshot.Snapshot, running Global) (Desired, []string) {
 					p.Index, p.RouterID, routerID, routerID))
 			}
 		}
-		d.Peers = append(d.Peers, Peer{
+		peer := Peer{
 			Address:       p.Address,
 			Port:          p.Port,
 			ASN:           p.ASN,
@@ -153,7 +163,22 @@ func Plan(s *snapshot.Snapshot, running Global) (Desired, []string) {
 			SourceAddress: p.SourceAddress,
 			Password:      p.Password,
 			EBGPMultihop:  p.EBGPMultihop,
-		})
+			DualStack:     p.DualStack,
+			IPv4NextHop:   p.IPv4NextHop,
+			IPv6NextHop:   p.IPv6NextHop,
+		}
+		if p.PasswordSecret != "" {
+			pw, err := s.Secrets.Password(p.PasswordSecret)
+			if err != nil {
+				// This session only: the others keep running. The peer
+				// still counted above, so that a Secret coming or going
+				// never changes the speaker's ASN or router-id.
+				warnings = append(warnings, PeerSecretProblem{Peer: p, Err: err}.String())
+				continue
+			}
+			peer.Password = pw
+		}
+		d.Peers = append(d.Peers, peer)
 	}
 	if len(d.Peers) == 0 {
 		return Desired{}, warnings
@@ -174,26 +199,107 @@ func Plan(s *snapshot.Snapshot, running Global) (Desired, []string) {
 		d.Global.RouterID = running.RouterID
 	}
 
-	for _, c := range self.PodCIDRs {
+	podCIDRs := self.PodCIDRs
+	if s.Announce.PodCIDRsOff {
+		podCIDRs = nil
+	}
+	for _, c := range podCIDRs {
 		nh, ok := self.InternalIP(c.Addr().Is6())
 		if !ok {
 			warnings = append(warnings, fmt.Sprintf("pod CIDR %s not advertised: node %s has no InternalIP of its family", c, self.Name))
 			continue
 		}
-		// A session carries the family of its peer address only; the path
-		// stays planned so that a peer of its family gets it when it comes.
-		if !slices.ContainsFunc(d.Peers, func(p Peer) bool { return p.Address.Is6() == c.Addr().Is6() }) {
-			warnings = append(warnings, fmt.Sprintf("pod CIDR %s reaches no peer: no selected peer has an address of its family", c))
+		// The path stays planned so that a peer carrying its family gets
+		// it when it comes.
+		if !slices.ContainsFunc(d.Peers, func(p Peer) bool { return p.carries(c.Addr().Is6()) }) {
+			warnings = append(warnings, fmt.Sprintf("pod CIDR %s reaches no peer: no selected peer carries its family (%s)", c, carriersHint(c.Addr())))
 		}
 		d.Paths = append(d.Paths, Path{Prefix: c, NextHop: nh})
 	}
-	lb := planLB(s)
-	d.Paths = append(d.Paths, lb.paths...)
-	warnings = append(warnings, lb.warnings...)
-	warnings = append(warnings, lbFamilyWarnings(lb.paths, d.Peers)...)
+	if !s.Announce.LBIPsOff {
+		lb := planLB(s)
+		d.Paths = append(d.Paths, lb.paths...)
+		warnings = append(warnings, lb.warnings...)
+		warnings = append(warnings, lbFamilyWarnings(lb.paths, d.Peers)...)
+	}
 	slices.SortFunc(d.Peers, func(a, b Peer) int { return a.Address.Compare(b.Address) })
 	slices.SortFunc(d.Paths, func(a, b Path) int { return comparePrefixes(a.Prefix, b.Prefix) })
 	return d, warnings
+}
+
+// selectedPeers returns the peers of cfg that select the node, in config
+// order, the first of each peer-address only, and warnings about the
+// others.
+func selectedPeers(cfg *bgpconfig.Config, self *snapshot.Node) ([]bgpconfig.Peer, []string) {
+	var out []bgpconfig.Peer
+	var warnings []string
+	seen := map[netip.Addr]int{}
+	for _, p := range cfg.Peers {
+		if !p.MatchesNode(self.Labels) {
+			continue
+		}
+		if first, dup := seen[p.Address]; dup {
+			warnings = append(warnings, fmt.Sprintf("peers[%d] and peers[%d] both select this node with peer-address %s; using peers[%d]",
+				first, p.Index, p.Address, first))
+			continue
+		}
+		seen[p.Address] = p.Index
+		out = append(out, p)
+	}
+	return out, warnings
+}
+
+// waitingForSecrets says why the node waits when one of the selected
+// peers names a password-secret and the Secrets have not been read yet;
+// "" when it need not wait.
+func waitingForSecrets(s *snapshot.Snapshot, selected []bgpconfig.Peer) string {
+	if s.Secrets.Synced {
+		return ""
+	}
+	for _, p := range selected {
+		if p.PasswordSecret != "" {
+			return fmt.Sprintf("waiting for the Secrets of namespace %s to be read (the agent needs get, list and watch on secrets there): peers[%d] names password-secret %s",
+				s.Secrets.Namespace, p.Index, p.PasswordSecret)
+		}
+	}
+	return ""
+}
+
+// PeerSecretProblem is a peer selecting this node whose password-secret
+// cannot serve, so that its session is not configured.
+type PeerSecretProblem struct {
+	Peer bgpconfig.Peer
+	// Err says why, naming the Secret and never its content.
+	Err error
+}
+
+func (p PeerSecretProblem) String() string {
+	return fmt.Sprintf("peers[%d] (peer-address %s) not configured: password-secret: %v", p.Peer.Index, p.Peer.Address, p.Err)
+}
+
+// PeerSecretProblems lists, in config order, the peers Plan leaves out
+// because of their password-secret. Before the Secrets have been read
+// there are none: Plan waits then. It does no I/O.
+func PeerSecretProblems(s *snapshot.Snapshot) []PeerSecretProblem {
+	if s.Self == nil || s.BGP.Config == nil || !s.Secrets.Synced {
+		return nil
+	}
+	selected, _ := selectedPeers(s.BGP.Config, s.Self)
+	var out []PeerSecretProblem
+	for _, p := range selected {
+		if p.PasswordSecret == "" {
+			continue
+		}
+		if _, err := s.Secrets.Password(p.PasswordSecret); err != nil {
+			out = append(out, PeerSecretProblem{Peer: p, Err: err})
+		}
+	}
+	return out
+}
+
+// carriersHint says which peers carry the family of a.
+func carriersHint(a netip.Addr) string {
+	return "a peer-address of " + ipFamily(a) + ", or dual-stack-address-family: true"
 }
 
 // ConfigCheck is the readiness condition of the bgp-config: a
@@ -201,14 +307,20 @@ func Plan(s *snapshot.Snapshot, running Global) (Desired, []string) {
 // exists but has never parsed leaves the node not ready, which also halts a
 // rolling update that would spread the problem.
 func ConfigCheck(s *snapshot.Snapshot) string {
-	if s.BGP.InForce() {
-		return ""
+	if !s.BGP.InForce() {
+		msg := "bgp-config " + s.BGP.Source + " exists but no version of it has been valid"
+		if s.BGP.Err != nil {
+			msg += " (resourceVersion " + s.BGP.ErrVersion + " rejected; routectl status shows why)"
+		}
+		return msg
 	}
-	msg := "bgp-config " + s.BGP.Source + " exists but no version of it has been valid"
-	if s.BGP.Err != nil {
-		msg += " (resourceVersion " + s.BGP.ErrVersion + " rejected; routectl status shows why)"
+	// BGP cannot start before the Secrets its peers name are read; past
+	// start-up, that means the agent may not read them.
+	if s.Self != nil && s.BGP.Config != nil {
+		selected, _ := selectedPeers(s.BGP.Config, s.Self)
+		return waitingForSecrets(s, selected)
 	}
-	return msg
+	return ""
 }
 
 func comparePrefixes(a, b netip.Prefix) int {

@@ -933,3 +933,289 @@ peers:
 		t.Errorf("node-address router-id: Global = %+v, want %+v", got.Global, running)
 	}
 }
+
+func withAnnounce(s *snapshot.Snapshot, a snapshot.Announce) *snapshot.Snapshot {
+	s.Announce = a
+	return s
+}
+
+// --bgp-announce-pod-cidr and --bgp-announce-lb-ip each take their paths
+// out of the plan and nothing else: the sessions stay, so the node still
+// learns the fabric's routes.
+func TestPlanAnnounceFlags(t *testing.T) {
+	cfg := parseConfig(t, lbConfig)
+	// An IPv6 pod CIDR without an IPv6 InternalIP and an address outside
+	// every pool: each warns only while its kind is announced.
+	node := worker(nil)
+	node.PodCIDRs = prefixes("10.244.1.0/24", "fd00:244:1::/64")
+	svcs := []snapshot.Service{lbSvc("web", "192.0.2.10"), lbSvc("stray", "172.16.0.1")}
+	peers := []Peer{peerWithDefaults("10.4.36.238", 64524, 64513), peerWithDefaults("fd00::238", 64524, 64513)}
+	global := Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")}
+	podPath, lbPath := path("10.244.1.0/24", "10.4.36.10"), path("192.0.2.10/32", "10.4.36.10")
+	const disabled = "LB IP announcement disabled (--bgp-announce-lb-ip=false)"
+	podWarning := "pod CIDR fd00:244:1::/64 not advertised"
+	lbWarning := "service default/stray: address 172.16.0.1 not advertised"
+
+	for _, tc := range []struct {
+		desc         string
+		announce     snapshot.Announce
+		wantPaths    []Path
+		wantWarnings []string
+		wantStatuses []LBStatus
+	}{
+		{
+			desc:         "defaults announce both",
+			wantPaths:    []Path{podPath, lbPath},
+			wantWarnings: []string{podWarning, lbWarning},
+			wantStatuses: []LBStatus{
+				{Namespace: "default", Name: "web", Addresses: addrs("192.0.2.10"), Pool: "public", Advertised: true},
+				{Namespace: "default", Name: "stray", Addresses: addrs("172.16.0.1"), Reason: "address 172.16.0.1 outside every bgp pool"},
+			},
+		},
+		{
+			desc:         "pod CIDRs off",
+			announce:     snapshot.Announce{PodCIDRsOff: true},
+			wantPaths:    []Path{lbPath},
+			wantWarnings: []string{lbWarning},
+			wantStatuses: []LBStatus{
+				{Namespace: "default", Name: "web", Addresses: addrs("192.0.2.10"), Pool: "public", Advertised: true},
+				{Namespace: "default", Name: "stray", Addresses: addrs("172.16.0.1"), Reason: "address 172.16.0.1 outside every bgp pool"},
+			},
+		},
+		{
+			desc:         "LB IPs off",
+			announce:     snapshot.Announce{LBIPsOff: true},
+			wantPaths:    []Path{podPath},
+			wantWarnings: []string{podWarning},
+			wantStatuses: []LBStatus{
+				{Namespace: "default", Name: "web", Addresses: addrs("192.0.2.10"), Pool: "public", Reason: disabled},
+				{Namespace: "default", Name: "stray", Addresses: addrs("172.16.0.1"), Reason: disabled + "; address 172.16.0.1 outside every bgp pool"},
+			},
+		},
+		{
+			desc:     "both off: sessions without paths",
+			announce: snapshot.Announce{PodCIDRsOff: true, LBIPsOff: true},
+			wantStatuses: []LBStatus{
+				{Namespace: "default", Name: "web", Addresses: addrs("192.0.2.10"), Pool: "public", Reason: disabled},
+				{Namespace: "default", Name: "stray", Addresses: addrs("172.16.0.1"), Reason: disabled + "; address 172.16.0.1 outside every bgp pool"},
+			},
+		},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			s := withAnnounce(withServices(snap(node, cfg), svcs...), tc.announce)
+			got, warnings := Plan(s, Global{})
+			want := Desired{Global: global, Peers: peers, Paths: tc.wantPaths}
+			if diff := cmp.Diff(want, got, planCmpOpts); diff != "" {
+				t.Errorf("Plan() mismatch (-want +got):\n%s", diff)
+			}
+			checkWarnings(t, warnings, tc.wantWarnings)
+			if diff := cmp.Diff(tc.wantStatuses, LBStatuses(s), planCmpOpts); diff != "" {
+				t.Errorf("LBStatuses() mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func withSecrets(s *snapshot.Snapshot, sec snapshot.Secrets) *snapshot.Snapshot {
+	s.Secrets = sec
+	return s
+}
+
+func secrets(entries map[string]snapshot.SecretEntry) snapshot.Secrets {
+	return snapshot.Secrets{Synced: true, Namespace: "kube-system", ByName: entries}
+}
+
+func withPassword(p Peer, pw string) Peer {
+	p.Password = secret.New(pw)
+	return p
+}
+
+// A peer's password-secret supplies its password; a Secret that cannot
+// serve leaves that one session out, with a warning naming the Secret and
+// never its content, and the others keep running.
+func TestPlanPasswordSecret(t *testing.T) {
+	cfg := parseConfig(t, `
+peers:
+- peer-address: 10.4.36.2
+  peer-asn: 64524
+  my-asn: 64514
+  password-secret: bgp-b
+- peer-address: 10.4.36.1
+  peer-asn: 64524
+  my-asn: 64513
+  password-secret: bgp-a
+- peer-address: 10.4.36.3
+  peer-asn: 64524
+  my-asn: 64513
+  password: inline-key
+`)
+	onlySecret := parseConfig(t, "peers:\n- {peer-address: 10.4.36.1, peer-asn: 64524, my-asn: 64513, password-secret: bgp-a}\n")
+	const pwA, pwB = "key-of-a", "key-of-b"
+	a := snapshot.SecretEntry{HasPassword: true, Password: secret.New(pwA)}
+	b := snapshot.SecretEntry{HasPassword: true, Password: secret.New(pwB)}
+	// Global comes from peers[0] (my-asn 64514) whether or not its Secret
+	// serves: a Secret must never restart the speaker.
+	global := Global{ASN: 64514, RouterID: netip.MustParseAddr("10.4.36.10")}
+	podPath := []Path{path("10.244.1.0/24", "10.4.36.10")}
+	p1 := withPassword(peerWithDefaults("10.4.36.1", 64524, 64513), pwA)
+	p2 := withPassword(peerWithDefaults("10.4.36.2", 64524, 64514), pwB)
+	p3 := withPassword(peerWithDefaults("10.4.36.3", 64524, 64513), "inline-key")
+
+	for _, tc := range []struct {
+		desc         string
+		snapshot     *snapshot.Snapshot
+		want         Desired
+		wantWarnings []string
+	}{
+		{
+			desc:     "every Secret serves",
+			snapshot: withSecrets(snap(worker(nil), cfg), secrets(map[string]snapshot.SecretEntry{"bgp-a": a, "bgp-b": b, "other": {}})),
+			want:     Desired{Global: global, Peers: []Peer{p1, p2, p3}, Paths: podPath},
+		},
+		{
+			desc:         "Secrets not read yet: wait, start nothing",
+			snapshot:     withSecrets(snap(worker(nil), cfg), snapshot.Secrets{Namespace: "kube-system"}),
+			wantWarnings: []string{"waiting for the Secrets of namespace kube-system to be read (the agent needs get, list and watch on secrets there): peers[0] names password-secret bgp-b"},
+		},
+		{
+			desc:         "missing Secret",
+			snapshot:     withSecrets(snap(worker(nil), cfg), secrets(map[string]snapshot.SecretEntry{"bgp-a": a})),
+			want:         Desired{Global: global, Peers: []Peer{p1, p3}, Paths: podPath},
+			wantWarnings: []string{"peers[0] (peer-address 10.4.36.2) not configured: password-secret: secret kube-system/bgp-b not found"},
+		},
+		{
+			desc:         "Secret without the key",
+			snapshot:     withSecrets(snap(worker(nil), cfg), secrets(map[string]snapshot.SecretEntry{"bgp-a": a, "bgp-b": {}})),
+			want:         Desired{Global: global, Peers: []Peer{p1, p3}, Paths: podPath},
+			wantWarnings: []string{`peers[0] (peer-address 10.4.36.2) not configured: password-secret: secret kube-system/bgp-b has no key "password"`},
+		},
+		{
+			desc:         "empty key",
+			snapshot:     withSecrets(snap(worker(nil), cfg), secrets(map[string]snapshot.SecretEntry{"bgp-a": a, "bgp-b": {HasPassword: true}})),
+			want:         Desired{Global: global, Peers: []Peer{p1, p3}, Paths: podPath},
+			wantWarnings: []string{`password-secret: key "password" of secret kube-system/bgp-b is empty`},
+		},
+		{
+			desc: "key too long for TCP MD5",
+			snapshot: withSecrets(snap(worker(nil), cfg), secrets(map[string]snapshot.SecretEntry{
+				"bgp-a": {HasPassword: true, Password: secret.New(strings.Repeat(pwA, 11))}, "bgp-b": b,
+			})),
+			want:         Desired{Global: global, Peers: []Peer{p2, p3}, Paths: podPath},
+			wantWarnings: []string{`peers[1] (peer-address 10.4.36.1) not configured: password-secret: key "password" of secret kube-system/bgp-a is 88 bytes long, TCP MD5 keys are at most 80`},
+		},
+		{
+			desc:         "the only peer's Secret is missing: BGP stays down",
+			snapshot:     withSecrets(snap(worker(nil), onlySecret), secrets(nil)),
+			wantWarnings: []string{"peers[0] (peer-address 10.4.36.1) not configured: password-secret: secret kube-system/bgp-a not found"},
+		},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			got, warnings := Plan(tc.snapshot, Global{})
+			if diff := cmp.Diff(tc.want, got, planCmpOpts); diff != "" {
+				t.Errorf("Plan() mismatch (-want +got):\n%s", diff)
+			}
+			checkWarnings(t, warnings, tc.wantWarnings)
+			// Waiting for the Secrets keeps the node from being ready.
+			if ready, waiting := ConfigCheck(tc.snapshot), !tc.snapshot.Secrets.Synced; (ready != "") != waiting {
+				t.Errorf("ConfigCheck() = %q, want a reason only while waiting for the Secrets", ready)
+			}
+			// PeerSecretProblems names the same peers, for the Events.
+			var wantProblems, gotProblems []string
+			for _, w := range warnings {
+				if strings.Contains(w, "not configured") {
+					wantProblems = append(wantProblems, w)
+				}
+			}
+			for _, p := range PeerSecretProblems(tc.snapshot) {
+				gotProblems = append(gotProblems, p.String())
+			}
+			if diff := cmp.Diff(wantProblems, gotProblems); diff != "" {
+				t.Errorf("PeerSecretProblems() mismatch with the warnings (-want +got):\n%s", diff)
+			}
+			for _, w := range warnings {
+				for _, pw := range []string{pwA, pwB, "inline-key"} {
+					if strings.Contains(w, pw) {
+						t.Errorf("warning %q shows a password", w)
+					}
+				}
+			}
+		})
+	}
+}
+
+// A session with dual-stack-address-family carries both families: it is
+// enough for a dual-stack node's IPv6 pod CIDR and LoadBalancer IPs, and
+// its next-hop settings reach the speaker.
+func TestPlanDualStackSession(t *testing.T) {
+	pools := `address-pools:
+- name: public
+  protocol: bgp
+  addresses: [192.0.2.0/24, 2001:db8:1::/64]
+`
+	dual := parseConfig(t, `
+peers:
+- peer-address: 10.4.36.238
+  peer-asn: 64524
+  my-asn: 64513
+  dual-stack-address-family: true
+  ipv6-next-hop: fd00::99
+`+pools)
+	single := parseConfig(t, twoToRs+pools)
+	v6Dual := parseConfig(t, "peers:\n- {peer-address: 'fd00::1', peer-asn: 64524, my-asn: 64513, dual-stack-address-family: true}\n"+pools)
+	node := &snapshot.Node{
+		Name:        "worker-1",
+		InternalIPs: addrs("10.4.36.10", "fd00::10"),
+		PodCIDRs:    prefixes("10.244.1.0/24", "fd00:244:1::/64"),
+	}
+	svc := lbSvc("web", "192.0.2.10", "2001:db8:1::10")
+	global := Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")}
+	// The planned paths keep the node's own next hops: a configured next
+	// hop is the speaker's business, per peer.
+	paths := []Path{
+		path("10.244.1.0/24", "10.4.36.10"),
+		path("192.0.2.10/32", "10.4.36.10"),
+		path("2001:db8:1::10/128", "fd00::10"),
+		path("fd00:244:1::/64", "fd00::10"),
+	}
+	dualPeer := peerWithDefaults("10.4.36.238", 64524, 64513)
+	dualPeer.DualStack = true
+	dualPeer.IPv6NextHop = netip.MustParseAddr("fd00::99")
+	v6Peer := peerWithDefaults("fd00::1", 64524, 64513)
+	v6Peer.DualStack = true
+
+	for _, tc := range []struct {
+		desc         string
+		cfg          *config.Config
+		wantPeers    []Peer
+		wantWarnings []string
+	}{
+		{
+			desc:      "IPv4 session carrying IPv6",
+			cfg:       dual,
+			wantPeers: []Peer{dualPeer},
+		},
+		{
+			desc:      "IPv6 session carrying IPv4",
+			cfg:       v6Dual,
+			wantPeers: []Peer{v6Peer},
+		},
+		{
+			desc:      "one family per session: IPv6 reaches no peer",
+			cfg:       single,
+			wantPeers: []Peer{peerWithDefaults("10.4.36.238", 64524, 64513), peerWithDefaults("10.4.36.239", 64524, 64513)},
+			wantWarnings: []string{
+				"pod CIDR fd00:244:1::/64 reaches no peer: no selected peer carries its family (a peer-address of IPv6, or dual-stack-address-family: true)",
+				"1 LoadBalancer prefixes of IPv6 reach no peer: no selected peer carries that family",
+			},
+		},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			got, warnings := Plan(withServices(snap(node, tc.cfg), svc), Global{})
+			want := Desired{Global: global, Peers: tc.wantPeers, Paths: paths}
+			if diff := cmp.Diff(want, got, planCmpOpts); diff != "" {
+				t.Errorf("Plan() mismatch (-want +got):\n%s", diff)
+			}
+			checkWarnings(t, warnings, tc.wantWarnings)
+		})
+	}
+}

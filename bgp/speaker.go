@@ -37,9 +37,9 @@ type Speaker struct {
 	global Global
 	peers  map[netip.Addr]Peer
 	paths  map[netip.Prefix]Path
-	// uuids are GoBGP's handles of the paths, which DeletePath needs.
-	uuids   map[netip.Prefix][]byte
-	stopped bool
+	// nextHops are the next-hop export policies GoBGP holds.
+	nextHops map[nextHopPolicy]bool
+	stopped  bool
 	// restarting is true from a restart after a crash until the first
 	// sessions are added (see SetRestarting).
 	restarting bool
@@ -57,7 +57,8 @@ type Speaker struct {
 // listens on no port until Set gives it peers. fatal is called if GoBGP
 // reports an error it cannot go on from; the agent should then shut down.
 func NewSpeaker(log *slog.Logger, fatal func(error)) *Speaker {
-	s := &Speaker{log: log, peers: map[netip.Addr]Peer{}, paths: map[netip.Prefix]Path{}, uuids: map[netip.Prefix][]byte{}, learned: newLearned()}
+	s := &Speaker{log: log, peers: map[netip.Addr]Peer{}, paths: map[netip.Prefix]Path{},
+		nextHops: map[nextHopPolicy]bool{}, learned: newLearned()}
 	s.srv = server.NewBgpServer(server.LoggerOption(slogAdapter{l: log, secrets: s.secrets, fatal: fatal}))
 	go s.srv.Serve()
 	return s
@@ -144,7 +145,7 @@ func (s *Speaker) forget() {
 	s.setGlobal(Global{})
 	clear(s.peers)
 	clear(s.paths)
-	clear(s.uuids)
+	clear(s.nextHops) // StartBgp starts GoBGP's policies afresh
 	s.learned.clear()
 }
 
@@ -180,7 +181,10 @@ func (s *Speaker) Set(ctx context.Context, d Desired) error {
 	if s.global.ASN == 0 {
 		return nil
 	}
-	return errors.Join(s.setPeers(ctx, d.Peers), s.setPaths(ctx, d.Paths))
+	// Paths before peers: a session that comes up then finds them all in
+	// place and gets them in a few full UPDATEs, and End-of-RIB after
+	// them, rather than one UPDATE per path added after it is up.
+	return errors.Join(s.setPaths(ctx, d.Paths), s.setPeers(ctx, d.Peers))
 }
 
 func (s *Speaker) setPeers(ctx context.Context, peers []Peer) error {
@@ -189,10 +193,13 @@ func (s *Speaker) setPeers(ctx context.Context, peers []Peer) error {
 	for _, p := range peers {
 		want[p.Address] = p
 	}
-	// A changed peer is removed and added again: GoBGP cannot change a
-	// session's ASNs, port or password in place.
+	// Policies first, so that a new or changed session sends its first
+	// UPDATE with the right next hops.
+	if err := s.setNextHopPolicies(ctx, peers); err != nil {
+		errs = append(errs, err)
+	}
 	for addr, p := range s.peers {
-		if w, ok := want[addr]; ok && w == p {
+		if _, ok := want[addr]; ok {
 			continue
 		}
 		if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
@@ -203,19 +210,146 @@ func (s *Speaker) setPeers(ctx context.Context, peers []Peer) error {
 		s.log.Info("bgp peer removed", "peer", addr, "peerASN", p.ASN)
 	}
 	for _, p := range peers {
-		if _, ok := s.peers[p.Address]; ok {
-			continue
+		cur, ok := s.peers[p.Address]
+		switch {
+		case !ok:
+			if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: apiPeer(p, s.restarting)}); err != nil {
+				errs = append(errs, fmt.Errorf("adding peer %s: %w", p.Address, err))
+				continue
+			}
+			s.log.Info("bgp peer added", "peer", p.Address, "peerASN", p.ASN, "localASN", p.LocalASN,
+				"families", familyNames(p), "gracefulRestart", s.restarting)
+		case cur != p:
+			if err := s.updatePeer(ctx, cur, p); err != nil {
+				errs = append(errs, err)
+				continue
+			}
 		}
-		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: apiPeer(p, s.restarting)}); err != nil {
-			errs = append(errs, fmt.Errorf("adding peer %s: %w", p.Address, err))
-			continue
-		}
-		s.log.Info("bgp peer added", "peer", p.Address, "peerASN", p.ASN, "localASN", p.LocalASN, "gracefulRestart", s.restarting)
 		s.peers[p.Address] = p
 	}
 	if len(s.peers) > 0 {
 		// Only the sessions of the restart itself are restarting.
 		s.restarting = false
+	}
+	return errors.Join(errs...)
+}
+
+// updatePeer changes the session with cur.Address from cur to want, and
+// touches no other session. GoBGP's UpdatePeer re-creates the session when
+// its OPEN changes (ASNs, port, password, families: TCP MD5 keys are set
+// when a connection is made) and changes the rest in place.
+func (s *Speaker) updatePeer(ctx context.Context, cur, want Peer) error {
+	changed := changedFields(cur, want)
+	if _, err := s.srv.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: apiPeer(want, false)}); err != nil {
+		return fmt.Errorf("updating peer %s (%s): %w", want.Address, strings.Join(changed, ", "), err)
+	}
+	// What GoBGP changes in place: timers apply from the next session
+	// only, so that one is reset to negotiate them; next hops are export
+	// policy, which the peer's paths go through again.
+	inPlace := func(p Peer) Peer {
+		p.HoldTime, p.KeepaliveTime, p.EBGPMultihop, p.IPv4NextHop, p.IPv6NextHop = 0, 0, false, netip.Addr{}, netip.Addr{}
+		return p
+	}
+	reset := "session re-established"
+	switch {
+	case inPlace(cur) != inPlace(want):
+	case cur.HoldTime != want.HoldTime || cur.KeepaliveTime != want.KeepaliveTime:
+		err := s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: want.Address.String(), Communication: "timers changed"})
+		if err != nil {
+			return fmt.Errorf("resetting peer %s for its new timers: %w", want.Address, err)
+		}
+	case cur.IPv4NextHop != want.IPv4NextHop || cur.IPv6NextHop != want.IPv6NextHop:
+		err := s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: want.Address.String(), Soft: true, Direction: api.ResetPeerRequest_OUT})
+		if err != nil {
+			return fmt.Errorf("re-sending the paths of peer %s with their new next hops: %w", want.Address, err)
+		}
+		reset = "paths re-sent, session kept"
+	default:
+		reset = "session kept"
+	}
+	s.log.Info("bgp peer updated", "peer", want.Address, "changed", strings.Join(changed, ","), "result", reset)
+	return nil
+}
+
+// changedFields names the fields that differ, for the log: a password
+// shows as changed, never as a value.
+func changedFields(a, b Peer) []string {
+	var out []string
+	add := func(name string, differs bool) {
+		if differs {
+			out = append(out, name)
+		}
+	}
+	add("peer-port", a.Port != b.Port)
+	add("peer-asn", a.ASN != b.ASN)
+	add("my-asn", a.LocalASN != b.LocalASN)
+	add("hold-time", a.HoldTime != b.HoldTime)
+	add("keepalive-time", a.KeepaliveTime != b.KeepaliveTime)
+	add("source-address", a.SourceAddress != b.SourceAddress)
+	add("password", a.Password != b.Password)
+	add("ebgp-multihop", a.EBGPMultihop != b.EBGPMultihop)
+	add("dual-stack-address-family", a.DualStack != b.DualStack)
+	add("ipv4-next-hop", a.IPv4NextHop != b.IPv4NextHop)
+	add("ipv6-next-hop", a.IPv6NextHop != b.IPv6NextHop)
+	return out
+}
+
+func familyNames(p Peer) string {
+	var names []string
+	for _, f := range p.families() {
+		names = append(names, familyName(f))
+	}
+	return strings.Join(names, ",")
+}
+
+// setNextHopPolicies makes GoBGP hold the next-hop export policies the
+// peers ask for, ahead of the plain export policy.
+func (s *Speaker) setNextHopPolicies(ctx context.Context, peers []Peer) error {
+	want := nextHopPolicies(peers)
+	if maps.Equal(want, s.nextHops) {
+		return nil
+	}
+	var errs []error
+	for n := range want {
+		if s.nextHops[n] {
+			continue
+		}
+		if err := s.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: n.apiNeighborSet(), Replace: true}); err != nil {
+			errs = append(errs, fmt.Errorf("adding the neighbor set of peer %s: %w", n.peer, err))
+			continue
+		}
+		if err := s.srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: n.apiPolicy()}); err != nil {
+			errs = append(errs, fmt.Errorf("adding next-hop policy %s: %w", n.name(), err))
+			continue
+		}
+		s.nextHops[n] = true
+	}
+	// In force: the wanted ones GoBGP holds.
+	var names []string
+	for n := range s.nextHops {
+		if want[n] {
+			names = append(names, n.name())
+		}
+	}
+	slices.Sort(names)
+	if err := s.assignExport(ctx, names); err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for n := range s.nextHops {
+		if want[n] {
+			continue
+		}
+		if err := s.srv.DeletePolicy(ctx, &api.DeletePolicyRequest{Policy: &api.Policy{Name: n.name()}, All: true}); err != nil {
+			errs = append(errs, fmt.Errorf("removing next-hop policy %s: %w", n.name(), err))
+			continue
+		}
+		delete(s.nextHops, n)
+		if !slices.ContainsFunc(slices.Collect(maps.Keys(s.nextHops)), func(o nextHopPolicy) bool { return o.peer == n.peer }) {
+			err := s.srv.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{DefinedSet: n.apiNeighborSet(), All: true})
+			if err != nil {
+				errs = append(errs, fmt.Errorf("removing the neighbor set of peer %s: %w", n.peer, err))
+			}
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -236,12 +370,10 @@ func (s *Speaker) setPaths(ctx context.Context, paths []Path) error {
 		if cur, ok := s.paths[p.Prefix]; ok && cur == p {
 			continue
 		}
-		resp, err := s.srv.AddPath(ctx, &api.AddPathRequest{Path: apiPath(p)})
-		if err != nil {
+		if _, err := s.srv.AddPath(ctx, &api.AddPathRequest{Path: apiPath(p)}); err != nil {
 			errs = append(errs, fmt.Errorf("advertising %s: %w", p.Prefix, err))
 			continue
 		}
-		s.uuids[p.Prefix] = resp.GetUuid()
 		s.paths[p.Prefix] = p
 		s.log.Info("bgp path advertised", "prefix", p.Prefix, "nexthop", p.NextHop,
 			"localPref", p.Attrs.LocalPref, "communities", string(p.Attrs.Communities))
@@ -250,17 +382,13 @@ func (s *Speaker) setPaths(ctx context.Context, paths []Path) error {
 		if _, ok := want[prefix]; ok {
 			continue
 		}
-		uuid, ok := s.uuids[prefix]
-		if !ok {
-			// An empty DeletePathRequest withdraws every local path.
-			errs = append(errs, fmt.Errorf("withdrawing %s: no GoBGP uuid recorded", prefix))
-			continue
-		}
-		if err := s.srv.DeletePath(ctx, &api.DeletePathRequest{Uuid: uuid}); err != nil {
+		// By the path, not by the uuid AddPath returned: GoBGP looks a
+		// uuid up by scanning every path it holds, which made withdrawing
+		// 10,000 paths take half a minute.
+		if err := s.srv.DeletePath(ctx, &api.DeletePathRequest{Path: apiPath(p)}); err != nil {
 			errs = append(errs, fmt.Errorf("withdrawing %s: %w", prefix, err))
 			continue
 		}
-		delete(s.uuids, prefix)
 		delete(s.paths, prefix)
 		s.log.Info("bgp path withdrawn", "prefix", prefix, "nexthop", p.NextHop)
 	}
@@ -318,10 +446,21 @@ func (s *Speaker) setExportPolicy(ctx context.Context) error {
 			return fmt.Errorf("adding export policy: %w", err)
 		}
 	}
+	return s.assignExport(ctx, nil)
+}
+
+// assignExport makes the named next-hop policies, then the plain export
+// policy, the export policy of every session; anything they do not accept
+// is rejected.
+func (s *Speaker) assignExport(ctx context.Context, nextHops []string) error {
+	var pols []*api.Policy
+	for _, n := range nextHops {
+		pols = append(pols, &api.Policy{Name: n})
+	}
 	err := s.srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
 		Name:          "global",
 		Direction:     api.PolicyDirection_EXPORT,
-		Policies:      []*api.Policy{{Name: exportPolicy}},
+		Policies:      append(pols, &api.Policy{Name: exportPolicy}),
 		DefaultAction: api.RouteAction_REJECT,
 	}})
 	if err != nil {
@@ -374,9 +513,14 @@ func (s *Speaker) Peers(ctx context.Context) ([]PeerStatus, error) {
 		for _, af := range p.GetAfiSafis() {
 			gr = gr || af.GetMpGracefulRestart().GetState().GetReceived()
 		}
+		// A family the peer did not take is no part of the session.
+		negotiated := negotiatedFamilies(p)
 		for _, af := range p.GetAfiSafis() {
 			r := row
 			r.Family = familyName(af.GetConfig().GetFamily())
+			if negotiated != nil && !negotiated[r.Family] {
+				continue
+			}
 			r.Received = af.GetState().GetReceived()
 			r.Advertised = af.GetState().GetAdvertised()
 			if gr && r.Advertised > 0 && st.GetSessionState() == api.PeerState_ESTABLISHED {

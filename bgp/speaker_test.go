@@ -1,3 +1,7 @@
+// The stand-in routers listen with TCP MD5 keys, which Linux does not
+// support on the MPTCP sockets Go's listeners use by default.
+
+//go:debug multipathtcp=0
 package bgp
 
 import (
@@ -22,6 +26,8 @@ import (
 	"github.com/osrg/gobgp/v3/pkg/server"
 
 	bgpconfig "routeagent.io/route-agent/bgp/config"
+	"routeagent.io/route-agent/cluster/snapshot"
+	"routeagent.io/route-agent/secret"
 )
 
 // The speaker tests run the Speaker against real GoBGP "routers" in the same
@@ -165,15 +171,24 @@ func startRouter(t *testing.T, name, listenAddr, routerID string, asn, speakerAS
 // addSpeaker configures the speaker as a passive neighbor.
 func (r *router) addSpeaker(t *testing.T, speakerASN uint32) {
 	t.Helper()
-	err := r.srv.AddPeer(t.Context(), &api.AddPeerRequest{Peer: &api.Peer{
-		Conf:      &api.PeerConf{NeighborAddress: r.speaker, PeerAsn: speakerASN},
+	r.addSpeakerWith(t, speakerASN, "", r.family)
+}
+
+// addSpeakerWith configures the speaker as a passive neighbor with a TCP
+// MD5 password ("" for none) and the families the router offers.
+func (r *router) addSpeakerWith(t *testing.T, speakerASN uint32, password string, families ...*api.Family) {
+	t.Helper()
+	p := &api.Peer{
+		Conf:      &api.PeerConf{NeighborAddress: r.speaker, PeerAsn: speakerASN, AuthPassword: password},
 		Transport: &api.Transport{PassiveMode: true},
 		// A short idle hold keeps the router ready for the speaker's next
 		// attempt after a session reset.
-		Timers:   &api.Timers{Config: &api.TimersConfig{HoldTime: 9, KeepaliveInterval: 3, IdleHoldTimeAfterReset: 1}},
-		AfiSafis: []*api.AfiSafi{{Config: &api.AfiSafiConfig{Family: r.family, Enabled: true}}},
-	}})
-	if err != nil {
+		Timers: &api.Timers{Config: &api.TimersConfig{HoldTime: 9, KeepaliveInterval: 3, IdleHoldTimeAfterReset: 1}},
+	}
+	for _, f := range families {
+		p.AfiSafis = append(p.AfiSafis, &api.AfiSafi{Config: &api.AfiSafiConfig{Family: f, Enabled: true}})
+	}
+	if err := r.srv.AddPeer(t.Context(), &api.AddPeerRequest{Peer: p}); err != nil {
 		t.Fatalf("%s: AddPeer(%s, AS %d): %v", r.name, r.speaker, speakerASN, err)
 	}
 }
@@ -213,9 +228,14 @@ func (r *router) peerOfSpeaker(localASN uint32) Peer {
 // every path it holds for it, sorted. A prefix received twice would show
 // two next hops.
 func (r *router) rib(ctx context.Context) (map[string][]string, error) {
+	return r.ribOf(ctx, r.family)
+}
+
+// ribOf is rib for the table of family fam.
+func (r *router) ribOf(ctx context.Context, fam *api.Family) (map[string][]string, error) {
 	out := map[string][]string{}
 	var perr error
-	err := r.srv.ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: r.family}, func(d *api.Destination) {
+	err := r.srv.ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: fam}, func(d *api.Destination) {
 		for _, p := range d.GetPaths() {
 			nh, err := nextHopOf(p)
 			if err != nil {
@@ -297,8 +317,12 @@ func wantRIB(paths []Path, extra ...string) map[string][]string {
 }
 
 func ribIs(ctx context.Context, r *router, want map[string][]string) func() error {
+	return ribOfIs(ctx, r, r.family, want)
+}
+
+func ribOfIs(ctx context.Context, r *router, fam *api.Family, want map[string][]string) func() error {
 	return func() error {
-		got, err := r.rib(ctx)
+		got, err := r.ribOf(ctx, fam)
 		if err != nil {
 			return err
 		}
@@ -889,4 +913,231 @@ func TestSpeakerIPv6(t *testing.T) {
 	if n := r.established.Load(); n != 1 {
 		t.Errorf("router saw %d established events, want 1", n)
 	}
+}
+
+// replaceSpeaker reconfigures the router's neighbor for the speaker, as an
+// operator changing the router's side would; the session drops.
+func (r *router) replaceSpeaker(t *testing.T, speakerASN uint32, password string, families ...*api.Family) {
+	t.Helper()
+	if err := r.srv.DeletePeer(t.Context(), &api.DeletePeerRequest{Address: r.speaker}); err != nil {
+		t.Fatalf("%s: DeletePeer(%s): %v", r.name, r.speaker, err)
+	}
+	r.addSpeakerWith(t, speakerASN, password, families...)
+}
+
+// sessionState returns the speaker's state of its session with r.
+func sessionState(ctx context.Context, s *Speaker, r *router) (string, error) {
+	ps, err := s.Peers(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, p := range ps {
+		if p.PeerAddress == r.addr.String() {
+			return p.SessionState, nil
+		}
+	}
+	return "", fmt.Errorf("no session with %s", r.name)
+}
+
+// The password of a peer's password-secret reaches the session: with the
+// router's key the session comes up under TCP MD5, with another it does
+// not; a new key in the Secret re-creates that session alone; a Secret
+// that goes away takes its session with it. No key is ever logged.
+func TestSpeakerPasswordFromSecret(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real BGP sessions over loopback")
+	}
+	if l, err := net.Listen("tcp", "127.0.0.2:0"); err != nil {
+		t.Skipf("127.0.0.2 is not usable on this host: %v", err)
+	} else {
+		l.Close()
+	}
+	ctx := t.Context()
+	const wrongKey, firstKey, secondKey = "not-the-key-7d1", "first-key-93a", "second-key-5c2"
+	r1 := startRouter(t, "router1", "127.0.0.1", "10.0.0.254", routerASN, speakerASN)
+	r1.replaceSpeaker(t, speakerASN, firstKey, r1.family)
+	r2 := startRouter(t, "router2", "127.0.0.2", "10.0.0.253", routerASN, speakerASN)
+
+	logs := &syncBuffer{}
+	sp := NewSpeaker(teeLogger(t, "speaker", logs), failOnFatal(t))
+	t.Cleanup(func() { sp.Stop(context.Background()) })
+
+	cfg := parseConfig(t, fmt.Sprintf(`
+peers:
+- {peer-address: 127.0.0.1, peer-port: %d, peer-asn: %d, my-asn: %d, hold-time: 9s, password-secret: bgp-router1}
+- {peer-address: 127.0.0.2, peer-port: %d, peer-asn: %d, my-asn: %d, hold-time: 9s}
+`, r1.port, routerASN, speakerASN, r2.port, routerASN, speakerASN))
+	node := &snapshot.Node{Name: "worker-1", InternalIPs: addrs("10.0.0.1"), PodCIDRs: prefixes("10.244.1.0/24")}
+	podPath := []Path{path("10.244.1.0/24", "10.0.0.1")}
+	// apply plans from the snapshot with the Secret holding key, or no
+	// Secret when key is empty, and applies the plan.
+	apply := func(t *testing.T, key string) Desired {
+		t.Helper()
+		sec := snapshot.Secrets{Synced: true, Namespace: "kube-system", ByName: map[string]snapshot.SecretEntry{}}
+		if key != "" {
+			sec.ByName["bgp-router1"] = snapshot.SecretEntry{HasPassword: true, Password: secret.New(key)}
+		}
+		d, warnings := Plan(withSecrets(snap(node, cfg), sec), sp.Global())
+		for _, w := range warnings {
+			t.Logf("plan warning: %s", w)
+		}
+		if err := sp.Set(ctx, d); err != nil {
+			t.Fatalf("Set: %v", err)
+		}
+		return d
+	}
+
+	t.Run("wrong key: no session", func(t *testing.T) {
+		d := apply(t, wrongKey)
+		if len(d.Peers) != 2 || d.Peers[0].Password.Reveal() != wrongKey {
+			t.Fatalf("planned peers %+v, want router1's with the Secret's key", d.Peers)
+		}
+		eventually(t, "router2 up", all(sessionEstablished(ctx, r2, speakerASN, "10.0.0.1"), ribIs(ctx, r2, wantRIB(podPath))))
+		// Two connect attempts (5 s apart) with the wrong key fail.
+		for deadline := time.Now().Add(2*connectRetry + time.Second); time.Now().Before(deadline); time.Sleep(pollInterval) {
+			if n := r1.established.Load(); n != 0 {
+				t.Fatalf("router1 established a session with the wrong key")
+			}
+		}
+		if st, err := sessionState(ctx, sp, r1); err != nil || st == "established" {
+			t.Fatalf("speaker's session with router1 is %q (err %v), want it down", st, err)
+		}
+	})
+	t.Run("the Secret gets the right key", func(t *testing.T) {
+		apply(t, firstKey)
+		eventually(t, "router1 up under TCP MD5", all(
+			sessionEstablished(ctx, r1, speakerASN, "10.0.0.1"),
+			ribIs(ctx, r1, wantRIB(podPath)),
+			establishedEvents(r1, 1),
+		))
+	})
+	t.Run("key rotated on both ends: that session alone is re-created", func(t *testing.T) {
+		r1.replaceSpeaker(t, speakerASN, secondKey, r1.family)
+		apply(t, secondKey)
+		eventually(t, "router1 up with the new key", all(
+			sessionEstablished(ctx, r1, speakerASN, "10.0.0.1"),
+			ribIs(ctx, r1, wantRIB(podPath)),
+			establishedEvents(r1, 2),
+		))
+		if err := establishedEvents(r2, 1)(); err != nil {
+			t.Errorf("router2's session was reset: %v", err)
+		}
+	})
+	t.Run("Secret deleted: that session goes, the other stays", func(t *testing.T) {
+		d := apply(t, "")
+		if len(d.Peers) != 1 || d.Peers[0].Address != r2.addr {
+			t.Fatalf("planned peers %+v, want router2's only", d.Peers)
+		}
+		eventually(t, "router1 lost the speaker's paths", ribIs(ctx, r1, wantRIB(nil)))
+		if err := all(establishedEvents(r2, 1), ribIs(ctx, r2, wantRIB(podPath)))(); err != nil {
+			t.Errorf("router2: %v", err)
+		}
+	})
+
+	for _, key := range []string{wrongKey, firstKey, secondKey} {
+		if strings.Contains(logs.String(), key) {
+			t.Errorf("the speaker's log shows a password:\n%s", logs.String())
+		}
+	}
+	if !strings.Contains(logs.String(), "changed=password") {
+		t.Errorf("the speaker's log does not say the password changed:\n%s", logs.String())
+	}
+}
+
+var (
+	ipv4Unicast = familyOf(netip.IPv4Unspecified())
+	ipv6Unicast = familyOf(netip.IPv6Unspecified())
+)
+
+// MP-BGP: a session with DualStack carries IPv6 paths over IPv4 to a
+// router that takes both families, with the node's IPv6 address as next
+// hop, or the peer's ipv6-next-hop; a router that takes IPv4 only gets
+// IPv4 only, and a session without DualStack carries its own family.
+func TestSpeakerDualStackSession(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real BGP sessions over loopback")
+	}
+	if l, err := net.Listen("tcp", "127.0.0.2:0"); err != nil {
+		t.Skipf("127.0.0.2 is not usable on this host: %v", err)
+	} else {
+		l.Close()
+	}
+	ctx := t.Context()
+	// router1 takes both families, router2 IPv4 only.
+	r1 := startRouter(t, "router1", "127.0.0.1", "10.0.0.254", routerASN, speakerASN)
+	r1.replaceSpeaker(t, speakerASN, "", ipv4Unicast, ipv6Unicast)
+	r2 := startRouter(t, "router2", "127.0.0.2", "10.0.0.253", router2ASN, speakerASN)
+	sp := NewSpeaker(testLogger(t, "speaker"), failOnFatal(t))
+	t.Cleanup(func() { sp.Stop(context.Background()) })
+
+	v4 := []Path{path("10.244.1.0/24", "10.0.0.1")}
+	v6 := []Path{path("fd00:244:1::/64", "fd00::10"), path("2001:db8:1::10/128", "fd00::10")}
+	p1, p2 := r1.peerOfSpeaker(speakerASN), r2.peerOfSpeaker(speakerASN)
+	d := Desired{
+		Global: Global{ASN: speakerASN, RouterID: netip.MustParseAddr("10.0.0.1")},
+		Peers:  []Peer{p1, p2},
+		Paths:  append(slices.Clone(v4), v6...),
+	}
+	set := func(t *testing.T) {
+		t.Helper()
+		if err := sp.Set(ctx, d); err != nil {
+			t.Fatalf("Set: %v", err)
+		}
+	}
+	v4Row := func(r *router, advertised uint64) PeerStatus { return status(r, speakerASN, 0, advertised) }
+	v6Row := func(r *router, advertised uint64) PeerStatus {
+		st := status(r, speakerASN, 0, advertised)
+		st.Family = "ipv6/unicast"
+		return st
+	}
+
+	t.Run("one family per session", func(t *testing.T) {
+		set(t)
+		eventually(t, "IPv4 paths only, on both sessions", all(
+			ribOfIs(ctx, r1, ipv4Unicast, wantRIB(v4)),
+			ribOfIs(ctx, r2, ipv4Unicast, wantRIB(v4)),
+			peersAre(ctx, sp, []PeerStatus{v4Row(r1, 1), v4Row(r2, 1)}),
+		))
+		if err := ribOfIs(ctx, r1, ipv6Unicast, wantRIB(nil))(); err != nil {
+			t.Errorf("router1 got IPv6 over a session without dual-stack-address-family: %v", err)
+		}
+	})
+	t.Run("both families where the router takes them", func(t *testing.T) {
+		d.Peers[0].DualStack, d.Peers[1].DualStack = true, true
+		set(t)
+		eventually(t, "router1 gets IPv6 over IPv4 with the node's IPv6 next hop", all(
+			sessionEstablished(ctx, r1, speakerASN, "10.0.0.1"),
+			ribOfIs(ctx, r1, ipv6Unicast, wantRIB(v6)),
+			ribOfIs(ctx, r1, ipv4Unicast, wantRIB(v4)),
+			sessionEstablished(ctx, r2, speakerASN, "10.0.0.1"),
+			ribOfIs(ctx, r2, ipv4Unicast, wantRIB(v4)),
+			// router2 offered IPv4 only: no IPv6 row for it.
+			peersAre(ctx, sp, []PeerStatus{v4Row(r1, 1), v6Row(r1, 2), v4Row(r2, 1)}),
+		))
+		if err := ribOfIs(ctx, r2, ipv6Unicast, wantRIB(nil))(); err != nil {
+			t.Errorf("router2, IPv4 only: %v", err)
+		}
+	})
+	t.Run("configured IPv6 next hop, session kept", func(t *testing.T) {
+		before := r1.established.Load()
+		d.Peers[0].IPv6NextHop = netip.MustParseAddr("fd00::99")
+		set(t)
+		eventually(t, "router1 sees the configured next hop", all(
+			ribOfIs(ctx, r1, ipv6Unicast, wantRIB(nil, "fd00:244:1::/64", "fd00::99", "2001:db8:1::10/128", "fd00::99")),
+			ribOfIs(ctx, r1, ipv4Unicast, wantRIB(v4)),
+		))
+		// Another peer's paths keep the node's next hop.
+		r2.replaceSpeaker(t, speakerASN, "", ipv4Unicast, ipv6Unicast)
+		eventually(t, "router2, now taking IPv6 too, gets the node's next hop", all(
+			ribOfIs(ctx, r2, ipv6Unicast, wantRIB(v6)),
+			peersAre(ctx, sp, []PeerStatus{v4Row(r1, 1), v6Row(r1, 2), v4Row(r2, 1), v6Row(r2, 2)}),
+		))
+		if n := r1.established.Load(); n != before {
+			t.Errorf("a next-hop change reset router1's session: %d established events, want %d", n, before)
+		}
+		// And back to the node's own.
+		d.Peers[0].IPv6NextHop = netip.Addr{}
+		set(t)
+		eventually(t, "router1 back to the node's next hop", ribOfIs(ctx, r1, ipv6Unicast, wantRIB(v6)))
+	})
 }

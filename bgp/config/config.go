@@ -37,10 +37,38 @@ type Peer struct {
 	RouterID      netip.Addr
 	SourceAddress netip.Addr
 	// Password is the TCP MD5 signature key.
-	Password     secret.Value
-	EBGPMultihop bool
+	Password secret.Value
+	// PasswordSecret names the Secret, in the agent's own namespace, whose
+	// key "password" holds the TCP MD5 key; "" when not set. At most one
+	// of Password and PasswordSecret is set.
+	PasswordSecret string
+	EBGPMultihop   bool
+	// DualStack (dual-stack-address-family) makes the session carry IPv4
+	// and IPv6 unicast, whatever the family of its peer address, where the
+	// peer agrees; otherwise it carries its address's family only.
+	DualStack bool
+	// IPv4NextHop and IPv6NextHop, when set, are the next hop of the paths
+	// of their family sent to this peer, instead of the node's InternalIP
+	// of that family. Each is set only for a family the session carries.
+	IPv4NextHop netip.Addr
+	IPv6NextHop netip.Addr
 	// NodeSelectors are ORed; empty means every node.
 	NodeSelectors []labels.Selector
+}
+
+// Carries reports whether the session carries unicast paths of the family
+// of a (IPv6 when ipv6 is true).
+func (p Peer) Carries(ipv6 bool) bool {
+	return p.DualStack || p.Address.Is6() == ipv6
+}
+
+// NextHop returns the configured next hop for paths of the family, or
+// the zero Addr.
+func (p Peer) NextHop(ipv6 bool) netip.Addr {
+	if ipv6 {
+		return p.IPv6NextHop
+	}
+	return p.IPv4NextHop
 }
 
 // MatchesNode reports whether the peer applies to a node with these labels:

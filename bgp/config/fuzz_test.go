@@ -3,6 +3,8 @@ package config
 import (
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/api/validate/content"
 )
 
 func FuzzParse(f *testing.F) {
@@ -33,6 +35,21 @@ func FuzzParse(f *testing.F) {
 			}
 			if p.HoldTime < 3*time.Second || p.KeepaliveTime >= p.HoldTime {
 				t.Fatalf("peer keepalive %s not below hold time %s", p.KeepaliveTime, p.HoldTime)
+			}
+			if p.Password.IsSet() && p.PasswordSecret != "" {
+				t.Fatalf("peers[%d] accepted with both password and password-secret", p.Index)
+			}
+			if p.PasswordSecret != "" && len(content.IsDNS1123Subdomain(p.PasswordSecret)) > 0 {
+				t.Fatalf("peers[%d] accepted with password-secret %q, not a Secret name", p.Index, p.PasswordSecret)
+			}
+			for _, v6 := range []bool{false, true} {
+				nh := p.NextHop(v6)
+				if !nh.IsValid() {
+					continue
+				}
+				if nh.Is6() != v6 || !p.Carries(v6) || nh.IsLinkLocalUnicast() || nh.IsUnspecified() {
+					t.Fatalf("peers[%d] accepted with next hop %s for IPv6=%v (dual-stack %v, address %s)", p.Index, nh, v6, p.DualStack, p.Address)
+				}
 			}
 		}
 		for _, p := range cfg.Pools {

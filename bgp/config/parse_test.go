@@ -169,6 +169,54 @@ var validTests = []parseTest{
 		},
 	},
 	{
+		desc:  "password-secret",
+		input: onePeer("  password-secret: bgp-tor83.md5\n"),
+		want: func(testing.TB) *Config {
+			p := peer(0, "10.0.0.1", 64512, 64513)
+			p.PasswordSecret = "bgp-tor83.md5"
+			return &Config{Peers: []Peer{p}}
+		},
+	},
+	{
+		desc:  "null password beside password-secret is absent",
+		input: onePeer("  password:\n  password-secret: bgp\n"),
+		want: func(testing.TB) *Config {
+			p := peer(0, "10.0.0.1", 64512, 64513)
+			p.PasswordSecret = "bgp"
+			return &Config{Peers: []Peer{p}}
+		},
+	},
+	{
+		desc:  "IPv4 session carrying both families, with both next hops",
+		input: onePeer("  dual-stack-address-family: true\n  ipv4-next-hop: 10.0.0.9\n  ipv6-next-hop: '2001:db8::9'\n"),
+		want: func(testing.TB) *Config {
+			p := peer(0, "10.0.0.1", 64512, 64513)
+			p.DualStack = true
+			p.IPv4NextHop = netip.MustParseAddr("10.0.0.9")
+			p.IPv6NextHop = netip.MustParseAddr("2001:db8::9")
+			return &Config{Peers: []Peer{p}}
+		},
+	},
+	{
+		desc:  "IPv6 session carrying both families",
+		input: "peers:\n- {peer-address: '2001:db8::1', peer-asn: 1, my-asn: 2, dual-stack-address-family: true, ipv4-next-hop: 10.0.0.9}\n",
+		want: func(testing.TB) *Config {
+			p := peer(0, "2001:db8::1", 1, 2)
+			p.DualStack = true
+			p.IPv4NextHop = netip.MustParseAddr("10.0.0.9")
+			return &Config{Peers: []Peer{p}}
+		},
+	},
+	{
+		desc:  "next hop of the session's own family, one family per session",
+		input: "peers:\n- {peer-address: '2001:db8::1', peer-asn: 1, my-asn: 2, dual-stack-address-family: false, ipv6-next-hop: '2001:db8::9'}\n",
+		want: func(testing.TB) *Config {
+			p := peer(0, "2001:db8::1", 1, 2)
+			p.IPv6NextHop = netip.MustParseAddr("2001:db8::9")
+			return &Config{Peers: []Peer{p}}
+		},
+	},
+	{
 		desc:  "default keepalive is a third of hold-time, in whole seconds",
 		input: onePeer("  hold-time: 10s\n"),
 		want: func(testing.TB) *Config {
@@ -427,6 +475,30 @@ var errorTests = []parseTest{
 	{desc: "invalid source-address", input: onePeer("  source-address: nope\n"), wantErr: []string{`peers[0].source-address: invalid IP address "nope"`}},
 	{desc: "ebgp-multihop on iBGP", input: "peers: [{peer-address: 10.0.0.1, peer-asn: 64512, my-asn: 64512, ebgp-multihop: true}]\n", wantErr: []string{"peers[0].ebgp-multihop: true is only valid for eBGP, but peer-asn and my-asn are both 64512"}},
 	{desc: "password too long", input: onePeer("  password: " + strings.Repeat("x", 81) + "\n"), wantErr: []string{"peers[0].password: is 81 bytes long, TCP MD5 keys are at most 80"}},
+	{
+		desc:    "password and password-secret",
+		input:   onePeer("- {peer-address: 10.0.0.2, peer-asn: 1, my-asn: 2, password: s3cret, password-secret: bgp}\n"),
+		wantErr: []string{"peers[1]: password and password-secret are both set; use one of them"},
+	},
+	{desc: "password-secret is a number", input: onePeer("  password-secret: 7\n"), wantErr: []string{"peers[0].password-secret: expected a string, got number 7"}},
+	{desc: "password-secret not a Secret name", input: onePeer("  password-secret: Bad_Name\n"), wantErr: []string{`peers[0].password-secret: invalid Secret name "Bad_Name": `}},
+	{desc: "empty password-secret", input: onePeer("  password-secret: ''\n"), wantErr: []string{`peers[0].password-secret: invalid Secret name "": `}},
+	{desc: "dual-stack-address-family is a string", input: onePeer("  dual-stack-address-family: 'yes'\n"), wantErr: []string{`peers[0].dual-stack-address-family: expected true or false, got string "yes"`}},
+	{
+		desc:    "IPv6 next hop on a session that carries IPv4 only",
+		input:   onePeer("  ipv6-next-hop: '2001:db8::9'\n"),
+		wantErr: []string{`peers[0].ipv6-next-hop: "2001:db8::9" is a next hop for IPv6 paths, but the session with IPv4 peer-address 10.0.0.1 carries IPv4 only (set dual-stack-address-family: true to carry both)`},
+	},
+	{
+		desc:    "IPv4 next hop on a session that carries IPv6 only",
+		input:   "peers:\n- {peer-address: '2001:db8::1', peer-asn: 1, my-asn: 2, ipv4-next-hop: 10.0.0.9}\n",
+		wantErr: []string{`peers[0].ipv4-next-hop: "10.0.0.9" is a next hop for IPv4 paths, but the session with IPv6 peer-address 2001:db8::1 carries IPv6 only`},
+	},
+	{desc: "ipv6-next-hop of the wrong family", input: onePeer("  dual-stack-address-family: true\n  ipv6-next-hop: 10.0.0.9\n"), wantErr: []string{`peers[0].ipv6-next-hop: "10.0.0.9" is not an IPv6 address`}},
+	{desc: "ipv4-next-hop of the wrong family", input: onePeer("  ipv4-next-hop: '2001:db8::9'\n"), wantErr: []string{`peers[0].ipv4-next-hop: "2001:db8::9" is not an IPv4 address`}},
+	{desc: "link-local next hop", input: onePeer("  dual-stack-address-family: true\n  ipv6-next-hop: 'fe80::1'\n"), wantErr: []string{`peers[0].ipv6-next-hop: "fe80::1" is link-local; a next hop for other routers must be a global address`}},
+	{desc: "invalid next hop", input: onePeer("  ipv4-next-hop: 10.0.0\n"), wantErr: []string{`peers[0].ipv4-next-hop: invalid IP address "10.0.0"`}},
+	{desc: "unspecified next hop", input: onePeer("  dual-stack-address-family: true\n  ipv6-next-hop: '::'\n"), wantErr: []string{`peers[0].ipv6-next-hop: "::" is not a unicast address`}},
 	{desc: "bfd-profile", input: onePeer("  bfd-profile: fast\n"), wantErr: []string{`peers[0].bfd-profile: BFD is not supported by route-agent (remove bfd-profile "fast")`}},
 	{desc: "bfd-profiles", input: "bfd-profiles:\n- name: fast\n  receive-interval: 300\n", wantErr: []string{"bfd-profiles: BFD is not supported by route-agent"}},
 	{
@@ -695,6 +767,19 @@ func TestPasswordNeverEchoed(t *testing.T) {
 	}
 	if cfg.Peers[0].Password.Reveal() != s {
 		t.Errorf("Reveal() = %q, want %q", cfg.Peers[0].Password.Reveal(), s)
+	}
+}
+
+// Naming a Secret next to a password is refused without repeating the
+// password; the Secret's name is no secret.
+func TestPasswordAndSecretNotEchoed(t *testing.T) {
+	const pw = "k3y84736251"
+	_, err := Parse([]byte(onePeer("  password: " + pw + "\n  password-secret: bgp-md5\n")))
+	if err == nil {
+		t.Fatal("Parse() accepted password and password-secret together")
+	}
+	if strings.Contains(err.Error(), pw) {
+		t.Errorf("error repeats the password: %v", err)
 	}
 }
 

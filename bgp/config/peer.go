@@ -23,10 +23,11 @@ const (
 	minHoldTime     = 3 * time.Second // RFC 4271 4.2
 	// maxTimer is the largest value of the 16-bit hold time of an OPEN.
 	maxTimer = math.MaxUint16 * time.Second
-	// maxPasswordLen is the Linux TCP_MD5SIG_MAXKEYLEN; longer keys make
-	// setsockopt fail long after the config was accepted.
-	maxPasswordLen = 80
 )
+
+// MaxPasswordLen is the Linux TCP_MD5SIG_MAXKEYLEN; longer keys make
+// setsockopt fail long after the config was accepted.
+const MaxPasswordLen = 80
 
 // peer parses peers[i]; ok is false if anything in it was invalid.
 func (p *parser) peer(path string, i int, raw json.RawMessage) (Peer, bool) {
@@ -34,7 +35,8 @@ func (p *parser) peer(path string, i int, raw json.RawMessage) (Peer, bool) {
 	o, ok := p.object(path, raw, fields(
 		"peer-address", "peer-asn", "my-asn", "peer-port", "hold-time", "keepalive-time",
 		"router-id", "source-address", "ebgp-multihop", "node-selectors",
-		"bfd-profile").withSecret("password"))
+		"bfd-profile", "password-secret", "dual-stack-address-family",
+		"ipv4-next-hop", "ipv6-next-hop").withSecret("password"))
 	if !ok {
 		return Peer{}, false
 	}
@@ -78,18 +80,18 @@ func (p *parser) peer(path string, i int, raw json.RawMessage) (Peer, bool) {
 			}
 		}
 	}
-	if s, ok := o.str("password"); ok {
-		if len(s) > maxPasswordLen {
-			p.fail(o.at("password"), "", "is %d bytes long, TCP MD5 keys are at most %d", len(s), maxPasswordLen)
-		}
-		peer.Password = secret.New(s)
-	}
+	p.password(o, &peer)
 	if b, ok := o.boolean("ebgp-multihop"); ok {
 		if b && peer.ASN != 0 && peer.ASN == peer.MyASN {
 			p.fail(o.at("ebgp-multihop"), "true", "true is only valid for eBGP, but peer-asn and my-asn are both %d", peer.ASN)
 		}
 		peer.EBGPMultihop = b
 	}
+	if b, ok := o.boolean("dual-stack-address-family"); ok {
+		peer.DualStack = b
+	}
+	peer.IPv4NextHop = p.nextHop(o, peer, false)
+	peer.IPv6NextHop = p.nextHop(o, peer, true)
 	if items, ok := o.list("node-selectors"); ok {
 		for j, item := range items {
 			if sel, ok := p.selector(index(o.at("node-selectors"), j), item); ok {
@@ -98,6 +100,62 @@ func (p *parser) peer(path string, i int, raw json.RawMessage) (Peer, bool) {
 		}
 	}
 	return peer, len(p.errs) == nerrs
+}
+
+// password reads password or password-secret: the key itself, or the
+// name of the Secret holding it, which the agent reads from its own
+// namespace (as MetalLB's passwordSecret; both at once is an error there
+// too).
+func (p *parser) password(o *object, peer *Peer) {
+	_, hasPassword := o.get("password")
+	name, hasSecret := o.str("password-secret")
+	if hasPassword && hasSecret {
+		p.fail(o.path, "", "password and password-secret are both set; use one of them")
+	}
+	if s, ok := o.str("password"); ok {
+		if len(s) > MaxPasswordLen {
+			p.fail(o.at("password"), "", "is %d bytes long, TCP MD5 keys are at most %d", len(s), MaxPasswordLen)
+		}
+		peer.Password = secret.New(s)
+	}
+	if !hasSecret {
+		return
+	}
+	if errs := content.IsDNS1123Subdomain(name); len(errs) > 0 {
+		p.fail(o.at("password-secret"), name, "invalid Secret name %q: %s", name, strings.Join(errs, "; "))
+		return
+	}
+	peer.PasswordSecret = name
+}
+
+// nextHop reads ipv4-next-hop or ipv6-next-hop: a next hop the session's
+// paths of that family get instead of the node's own address, as FRR's
+// "set ipv6 next-hop global" does. It is only valid for a family the
+// session carries.
+func (p *parser) nextHop(o *object, peer Peer, ipv6 bool) netip.Addr {
+	field, fam := "ipv4-next-hop", "IPv4"
+	if ipv6 {
+		field, fam = "ipv6-next-hop", "IPv6"
+	}
+	s, ok := o.str(field)
+	if !ok {
+		return netip.Addr{}
+	}
+	path := o.at(field)
+	a, ok := p.unicast(path, s)
+	switch {
+	case !ok:
+	case a.Is6() != ipv6:
+		p.fail(path, s, "%q is not an %s address", s, fam)
+	case a.IsLinkLocalUnicast():
+		p.fail(path, s, "%q is link-local; a next hop for other routers must be a global address", s)
+	case peer.Address.IsValid() && !peer.Carries(ipv6):
+		p.fail(path, s, "%q is a next hop for %s paths, but the session with %s peer-address %s carries %s only (set dual-stack-address-family: true to carry both)",
+			s, fam, family(peer.Address), peer.Address, family(peer.Address))
+	default:
+		return a
+	}
+	return netip.Addr{}
 }
 
 func family(a netip.Addr) string {

@@ -21,6 +21,11 @@ type Snapshot struct {
 	// Cluster is what the Kubernetes watches saw; its fields are promoted,
 	// so planners write s.Self and s.BGP.
 	Cluster
+	// Secrets are the passwords a bgp-config peer may name (secrets.go).
+	Secrets Secrets
+	// Announce is what the agent's flags let this node advertise; it is
+	// set once, at start.
+	Announce Announce
 	// Learned holds the best paths received from BGP peers, as the speaker
 	// last reported them.
 	Learned []LearnedRoute
@@ -54,6 +59,15 @@ type Cluster struct {
 	// namespace, then name. Other types are left out: no planner reads
 	// them, and every change to a snapshot wakes every part.
 	Services []Service
+}
+
+// Announce holds the agent's --bgp-announce-* flags. The zero value is
+// their default: pod CIDRs and LoadBalancer IPs are both announced.
+type Announce struct {
+	// PodCIDRsOff is --bgp-announce-pod-cidr=false.
+	PodCIDRsOff bool
+	// LBIPsOff is --bgp-announce-lb-ip=false.
+	LBIPsOff bool
 }
 
 // Node is the part of a Kubernetes Node the agent uses.

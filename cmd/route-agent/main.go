@@ -36,6 +36,7 @@ import (
 	"routeagent.io/route-agent/routing"
 	"routeagent.io/route-agent/routing/cni"
 	"routeagent.io/route-agent/routing/tunnel"
+	"routeagent.io/route-agent/version"
 )
 
 type options struct {
@@ -63,6 +64,9 @@ type options struct {
 
 	lbIPAM    bool
 	namespace string
+
+	announcePodCIDR bool
+	announceLBIP    bool
 }
 
 func main() {
@@ -79,6 +83,7 @@ Every flag can also be set from the environment: --tunnel-protocol is
 ROUTE_AGENT_TUNNEL_PROTOCOL; the command line wins.`,
 		SilenceUsage: true,
 		Args:         cobra.NoArgs,
+		Version:      version.String(), // cobra adds --version
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := flagsFromEnv(cmd.Flags()); err != nil {
 				return err
@@ -107,7 +112,9 @@ ROUTE_AGENT_TUNNEL_PROTOCOL; the command line wins.`,
 	f.StringVar(&o.sysctlDir, "sysctl-dir", "/proc/sys", "the sysctl tree to set forwarding and rp_filter in (a container's /proc/sys is read-only: mount the host's /proc/sys/net elsewhere)")
 	o.masq.register(f)
 	f.BoolVar(&o.lbIPAM, "lb-ipam", true, "assign LoadBalancer Services addresses from the bgp-config's address-pools (one agent at a time, by leader election on a Lease)")
-	f.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", "kube-system"), "the agent's namespace, holding the allocator's Lease (default: $POD_NAMESPACE, else kube-system)")
+	f.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", "kube-system"), "the agent's namespace, holding the allocator's Lease and the Secrets a bgp-config peer's password-secret names (default: $POD_NAMESPACE, else kube-system)")
+	f.BoolVar(&o.announcePodCIDR, "bgp-announce-pod-cidr", true, "advertise this node's pod CIDRs over BGP (Helm: bgp.announce.podCIDR)")
+	f.BoolVar(&o.announceLBIP, "bgp-announce-lb-ip", true, "advertise the LoadBalancer IPs of Services in bgp pools over BGP (Helm: bgp.announce.loadbalancerIP)")
 	cmd.AddCommand(cleanupCommand())
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -217,6 +224,10 @@ func run(ctx context.Context, o options) error {
 	routes := routing.NewPart(kernel, tun, plan, &routing.Sysctls{Dir: o.sysctlDir, Log: log}, log)
 
 	eng := engine.New(engine.Options{Logger: log, Resync: o.resync})
+	eng.Update(func(s *snapshot.Snapshot) {
+		s.Announce = snapshot.Announce{PodCIDRsOff: !o.announcePodCIDR, LBIPsOff: !o.announceLBIP}
+		s.Secrets.Namespace = o.namespace
+	})
 	eng.Add(engine.Func("bgp", func(s *snapshot.Snapshot) (bgp.Desired, []string) {
 		return bgp.Plan(s, speaker.Global())
 	}, speaker.Set))
@@ -227,6 +238,9 @@ func run(ctx context.Context, o options) error {
 		routes.OnMTUChange(func() { eng.Kick("cni") })
 	}
 	eng.AddCheck(bgp.ConfigCheck)
+	recorder := broadcaster.NewRecorder(scheme.Scheme, "route-agent")
+	bgpConfigRef := types.NamespacedName{Namespace: ns, Name: name}
+	eng.Add(cluster.SecretEventsPart(recorder, bgpConfigRef, o.nodeName))
 	var ipam *lbipam.Controller
 	if o.lbIPAM {
 		if ipam, err = newLBIPAM(client, o.namespace, o.nodeName, log); err != nil {
@@ -279,14 +293,18 @@ func run(ctx context.Context, o options) error {
 		return cluster.Watch(ctx, cluster.WatchOptions{
 			Client:       client,
 			NodeName:     o.nodeName,
-			BGPConfig:    types.NamespacedName{Namespace: ns, Name: name},
+			BGPConfig:    bgpConfigRef,
 			IPMasqConfig: masqConfig,
 			Logger:       log,
 			StateDir:     o.stateDir,
-			Events:       broadcaster.NewRecorder(scheme.Scheme, "route-agent"),
+			Events:       recorder,
 		}, func(c *snapshot.Cluster) {
 			eng.Update(func(s *snapshot.Snapshot) { s.Cluster = *c })
 		})
+	})
+	goRun(func() error {
+		return cluster.WatchSecrets(ctx, cluster.SecretsOptions{Client: client, Namespace: o.namespace, Logger: log},
+			func(sec *snapshot.Secrets) { eng.Update(func(s *snapshot.Snapshot) { s.Secrets = *sec }) })
 	})
 	if o.metrics != "" {
 		reg := prometheus.NewRegistry()
