@@ -13,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"routeagent.io/route-agent/e2e/lab"
 )
@@ -729,6 +732,337 @@ func TestRoutectlRoutesAgreeWithFRR(t *testing.T) {
 			t.Error(err)
 		}
 	}
+}
+
+// bgpRouteRow is one row of `routectl bgp routes -o json` with the path
+// attributes.
+type bgpRouteRow struct {
+	PeerAddress      string     `json:"peerAddress"`
+	Prefix           string     `json:"prefix"`
+	ASPath           []uint32   `json:"asPath"`
+	Communities      []string   `json:"communities"`
+	LargeCommunities []string   `json:"largeCommunities"`
+	LocalPref        *uint32    `json:"localPref"`
+	Since            *time.Time `json:"since"`
+	AgeSeconds       *int64     `json:"ageSeconds"`
+}
+
+// frrPath is one path of FRR's `show bgp ipv4 unicast <prefix> json`.
+type frrPath struct {
+	ASPath struct {
+		Segments []struct {
+			List []uint32 `json:"list"`
+		} `json:"segments"`
+	} `json:"aspath"`
+	LocPrf    *uint32 `json:"locPrf"`
+	Community *struct {
+		List []string `json:"list"`
+	} `json:"community"`
+	LargeCommunity *struct {
+		List []string `json:"list"`
+	} `json:"largeCommunity"`
+	BestPath *struct {
+		Overall bool `json:"overall"`
+	} `json:"bestpath"`
+	LastUpdate struct {
+		Epoch int64 `json:"epoch"`
+	} `json:"lastUpdate"`
+	Peer struct {
+		PeerID string `json:"peerId"`
+	} `json:"peer"`
+}
+
+func (p frrPath) asPath() []uint32 {
+	out := []uint32{}
+	for _, s := range p.ASPath.Segments {
+		out = append(out, s.List...)
+	}
+	return out
+}
+
+func (p frrPath) communities() []string {
+	out := []string{}
+	if p.Community != nil {
+		out = append(out, p.Community.List...)
+	}
+	return out
+}
+
+// frrPaths returns r's paths to prefix, and the raw JSON for errors.
+func frrPaths(ctx context.Context, r *lab.Router, prefix string) ([]frrPath, error) {
+	var v struct {
+		Paths []frrPath `json:"paths"`
+	}
+	err := r.VTYJSON(ctx, "show bgp ipv4 unicast "+prefix+" json", &v)
+	return v.Paths, err
+}
+
+func bgpRoutes(ctx context.Context, l *lab.Lab, n *lab.Node, dir string) ([]bgpRouteRow, error) {
+	out, err := l.Routectl(ctx, n, "bgp", "routes", dir, "-o", "json")
+	if err != nil {
+		return nil, err
+	}
+	var rows []bgpRouteRow
+	if err := json.Unmarshal(out, &rows); err != nil {
+		return nil, fmt.Errorf("decoding routectl bgp routes %s on %s: %w: %s", dir, n.Name, err, out)
+	}
+	return rows, nil
+}
+
+// routectl bgp routes shows a path's AS path, LOCAL_PREF, communities and
+// age as the ToR sees them. An advertised path is the one the ToR holds
+// from the node, which got it no earlier than the agent originated it; a
+// received path is the ToR's best path plus what the session adds: the
+// ToR's AS over eBGP, LOCAL_PREF over iBGP only (the lab's rack 83).
+func TestRoutectlPathAttributesAgreeWithFRR(t *testing.T) {
+	ctx := testContext(t)
+	l := theLab
+	for _, n := range l.Nodes {
+		r := n.Router
+		ibgp := r.NodeASN == r.ASN
+		err := lab.WaitFor(ctx, settle, n.Name+"'s path attributes to agree with "+r.Name, func() error {
+			adv, err := bgpRoutes(ctx, l, n, "advertised")
+			if err != nil {
+				return err
+			}
+			if len(adv) == 0 {
+				return fmt.Errorf("%s advertises nothing", n.Name)
+			}
+			for _, row := range adv {
+				paths, err := frrPaths(ctx, r, row.Prefix)
+				if err != nil {
+					return err
+				}
+				i := slices.IndexFunc(paths, func(p frrPath) bool { return p.Peer.PeerID == n.IP.String() })
+				if i < 0 {
+					return fmt.Errorf("%s has no path to %s from %s: %+v", r.Name, row.Prefix, n.IP, paths)
+				}
+				if err := sameAttrs(row, paths[i], ibgp); err != nil {
+					return fmt.Errorf("%s advertised %s, %s's view: %w", n.Name, row.Prefix, r.Name, err)
+				}
+				// The ToR got the path no earlier than the agent made it.
+				if row.Since == nil || row.Since.Unix() > paths[i].LastUpdate.Epoch {
+					return fmt.Errorf("%s advertised %s since %v, but %s got it at %s", n.Name, row.Prefix, row.Since, r.Name,
+						time.Unix(paths[i].LastUpdate.Epoch, 0).UTC())
+				}
+				if err := ageAgrees(row); err != nil {
+					return fmt.Errorf("%s advertised %s: %w", n.Name, row.Prefix, err)
+				}
+			}
+
+			recv, err := bgpRoutes(ctx, l, n, "received")
+			if err != nil {
+				return err
+			}
+			if len(recv) == 0 {
+				return fmt.Errorf("%s received nothing", n.Name)
+			}
+			for _, row := range recv {
+				paths, err := frrPaths(ctx, r, row.Prefix)
+				if err != nil {
+					return err
+				}
+				i := slices.IndexFunc(paths, func(p frrPath) bool { return p.BestPath != nil && p.BestPath.Overall })
+				if i < 0 {
+					return fmt.Errorf("%s has no best path to %s, which %s received from it: %+v", r.Name, row.Prefix, n.Name, paths)
+				}
+				best := paths[i]
+				// A path the ToR originates (its connected networks) has
+				// no LOCAL_PREF in its table; it sends its default, 100.
+				if defaultLocalPref := uint32(100); ibgp && best.LocPrf == nil {
+					best.LocPrf = &defaultLocalPref
+				}
+				if !ibgp {
+					best.ASPath.Segments = append([]struct {
+						List []uint32 `json:"list"`
+					}{{List: []uint32{r.ASN}}}, best.ASPath.Segments...)
+				}
+				if err := sameAttrs(row, best, ibgp); err != nil {
+					return fmt.Errorf("%s received %s, %s's best path: %w", n.Name, row.Prefix, r.Name, err)
+				}
+				if err := ageAgrees(row); err != nil {
+					return fmt.Errorf("%s received %s: %w", n.Name, row.Prefix, err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	for _, n := range []*lab.Node{l.Nodes[0], l.Nodes[len(l.Nodes)-1]} {
+		for _, dir := range []string{"advertised", "received"} {
+			out, err := l.Routectl(ctx, n, "bgp", "routes", dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("routectl bgp routes %s on %s:\n%s", dir, n.Name, out)
+		}
+	}
+}
+
+// A pool's bgp-advertisements give its LoadBalancer paths LOCAL_PREF and
+// communities: routectl shows both as the ToR got them, the communities
+// on every session and the local preference on iBGP (rack 83) only.
+func TestRoutectlShowsCommunitiesAndLocalPref(t *testing.T) {
+	ctx := testContext(t)
+	l := theLab
+	ibgpNode, ebgpNode := l.Nodes[2], l.Nodes[0]
+	if ibgpNode.Router.NodeASN != ibgpNode.Router.ASN || ebgpNode.Router.NodeASN == ebgpNode.Router.ASN {
+		t.Fatalf("the lab's topology changed: want %s on iBGP and %s on eBGP", ibgpNode.Name, ebgpNode.Name)
+	}
+	restoreConfigAfter(t, l)
+	const pool = "  avoid-buggy-ips: true\n"
+	cfg := strings.Replace(lab.BGPConfig, pool, pool+"  bgp-advertisements:\n  - localpref: 150\n    communities: [\"64512:300\", \"64512:100\"]\n", 1)
+	if cfg == lab.BGPConfig {
+		t.Fatal("the lab's bgp-config has no pool to add advertisements to")
+	}
+	if _, err := l.ApplyBGPConfig(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+
+	// A Service with a ready endpoint and the Cluster policy: every node
+	// advertises its address.
+	svcs, eps := l.Kube.CoreV1().Services("default"), l.Kube.DiscoveryV1().EndpointSlices("default")
+	svc, err := svcs.Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "lb-attrs"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer,
+			Ports: []corev1.ServicePort{{Name: "echo", Protocol: corev1.ProtocolTCP, Port: 7}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svcs.Delete(context.Background(), svc.Name, metav1.DeleteOptions{}) })
+	_, err = eps.Create(ctx, &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "lb-attrs-1", Labels: map[string]string{discoveryv1.LabelServiceName: svc.Name}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{podOf(t, l, ibgpNode).IP.String()}, NodeName: ptr.To(ibgpNode.Name),
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
+		Ports: []discoveryv1.EndpointPort{{Name: ptr.To("echo"), Port: ptr.To(int32(7)), Protocol: ptr.To(corev1.ProtocolTCP)}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = eps.Delete(context.Background(), "lb-attrs-1", metav1.DeleteOptions{}) })
+	var prefix string
+	err = lab.WaitFor(ctx, time.Minute, "an address for default/lb-attrs", func() error {
+		got, err := svcs.Get(ctx, svc.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if len(got.Status.LoadBalancer.Ingress) == 0 {
+			return errors.New("no ingress yet")
+		}
+		prefix = got.Status.LoadBalancer.Ingress[0].IP + "/32"
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	wantComms := []string{"64512:100", "64512:300"}
+	for _, n := range []*lab.Node{ibgpNode, ebgpNode} {
+		r, ibgp := n.Router, n == ibgpNode
+		err := lab.WaitFor(ctx, settle, n.Name+"'s path to "+prefix+" with its attributes", func() error {
+			rows, err := bgpRoutes(ctx, l, n, "advertised")
+			if err != nil {
+				return err
+			}
+			i := slices.IndexFunc(rows, func(r bgpRouteRow) bool { return r.Prefix == prefix })
+			if i < 0 {
+				return fmt.Errorf("%s does not advertise %s", n.Name, prefix)
+			}
+			row := rows[i]
+			if !slices.Equal(row.Communities, wantComms) {
+				return fmt.Errorf("%s advertises %s with communities %q, want %q", n.Name, prefix, row.Communities, wantComms)
+			}
+			if want := map[bool]string{true: "150", false: "none"}[ibgp]; fmtPtr(row.LocalPref) != want {
+				return fmt.Errorf("%s advertises %s with local preference %s, want %s", n.Name, prefix, fmtPtr(row.LocalPref), want)
+			}
+			paths, err := frrPaths(ctx, r, prefix)
+			if err != nil {
+				return err
+			}
+			j := slices.IndexFunc(paths, func(p frrPath) bool { return p.Peer.PeerID == n.IP.String() })
+			if j < 0 {
+				return fmt.Errorf("%s has no path to %s from %s", r.Name, prefix, n.IP)
+			}
+			return sameAttrs(row, paths[j], ibgp)
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	out, err := l.Routectl(ctx, ibgpNode, "bgp", "routes", "advertised")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("routectl bgp routes advertised on %s:\n%s", ibgpNode.Name, out)
+
+	// Gone again before the next test.
+	if err := svcs.Delete(ctx, svc.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range l.Nodes {
+		err := lab.WaitFor(ctx, settle, n.Name+" to withdraw "+prefix, func() error {
+			rows, err := bgpRoutes(ctx, l, n, "advertised")
+			if err != nil {
+				return err
+			}
+			if slices.ContainsFunc(rows, func(r bgpRouteRow) bool { return r.Prefix == prefix }) {
+				return fmt.Errorf("%s still advertises %s", n.Name, prefix)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// sameAttrs compares the attributes routectl shows with FRR's path. FRR
+// gives every path a LOCAL_PREF; only iBGP carries it on the wire.
+func sameAttrs(row bgpRouteRow, p frrPath, ibgp bool) error {
+	var diffs []string
+	if !slices.Equal(row.ASPath, p.asPath()) {
+		diffs = append(diffs, fmt.Sprintf("AS path %v, FRR %v", row.ASPath, p.asPath()))
+	}
+	if !slices.Equal(row.Communities, p.communities()) {
+		diffs = append(diffs, fmt.Sprintf("communities %q, FRR %q", row.Communities, p.communities()))
+	}
+	if p.LargeCommunity != nil && !slices.Equal(row.LargeCommunities, p.LargeCommunity.List) {
+		diffs = append(diffs, fmt.Sprintf("large communities %q, FRR %q", row.LargeCommunities, p.LargeCommunity.List))
+	}
+	switch {
+	case !ibgp && row.LocalPref != nil:
+		diffs = append(diffs, fmt.Sprintf("local preference %d on an eBGP session", *row.LocalPref))
+	case ibgp && (row.LocalPref == nil || p.LocPrf == nil || *row.LocalPref != *p.LocPrf):
+		diffs = append(diffs, fmt.Sprintf("local preference %s, FRR %s", fmtPtr(row.LocalPref), fmtPtr(p.LocPrf)))
+	}
+	if len(diffs) > 0 {
+		return errors.New(strings.Join(diffs, "; "))
+	}
+	return nil
+}
+
+// ageAgrees checks that the age routectl printed, a moment ago, is the
+// time since the path came, which is in the past.
+func ageAgrees(row bgpRouteRow) error {
+	if row.Since == nil || row.AgeSeconds == nil {
+		return fmt.Errorf("no since or ageSeconds")
+	}
+	age := int64(time.Since(*row.Since) / time.Second)
+	if row.Since.After(time.Now()) || *row.AgeSeconds > age+1 || *row.AgeSeconds < age-30 {
+		return fmt.Errorf("since %v, ageSeconds %d: want a time in the past and the %d seconds since", row.Since, *row.AgeSeconds, age)
+	}
+	return nil
+}
+
+func fmtPtr(v *uint32) string {
+	if v == nil {
+		return "none"
+	}
+	return fmt.Sprint(*v)
 }
 
 // An agent restarted while the ConfigMap holds a rejected edit comes back

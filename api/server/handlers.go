@@ -15,6 +15,7 @@ import (
 	"routeagent.io/route-agent/engine"
 	"routeagent.io/route-agent/masq"
 	"routeagent.io/route-agent/routing"
+	"routeagent.io/route-agent/version"
 )
 
 // Engine is what the API reads of the agent's engine.
@@ -59,7 +60,7 @@ type Handlers struct {
 
 // Status implements apiv1.AgentServer.
 func (h *Handlers) Status(context.Context, *apiv1.StatusRequest) (*apiv1.StatusResponse, error) {
-	r := &apiv1.StatusResponse{}
+	r := &apiv1.StatusResponse{Version: version.Version, Commit: version.Commit}
 	if g := h.Speaker.Global(); g.ASN != 0 {
 		r.BgpAsn, r.BgpRouterId = g.ASN, g.RouterID.String()
 	}
@@ -229,7 +230,8 @@ func (h *Handlers) ListBGPRoutes(ctx context.Context, r *apiv1.ListBGPRoutesRequ
 	for _, rt := range routes {
 		br := &apiv1.BGPRoute{
 			PeerAddress: rt.PeerAddress, Family: rt.Family, Prefix: rt.Prefix.String(),
-			NextHop: rt.NextHop, AsPath: rt.ASPath,
+			NextHop: rt.NextHop, AsPath: rt.ASPath, Communities: rt.Communities,
+			LargeCommunities: rt.LargeCommunities, LocalPref: rt.LocalPref, SinceUnixMs: unixMs(rt.Since),
 		}
 		if received {
 			br.Kernel = kernelState(rt, views[rt.Prefix.Masked()], own)

@@ -22,6 +22,7 @@ import (
 	"routeagent.io/route-agent/cluster/snapshot"
 	"routeagent.io/route-agent/engine"
 	"routeagent.io/route-agent/routing"
+	"routeagent.io/route-agent/version"
 )
 
 type fakeEngine struct {
@@ -134,6 +135,9 @@ func TestListBGPRoutesReceivedKernelState(t *testing.T) {
 }
 
 func TestStatus(t *testing.T) {
+	oldVersion, oldCommit := version.Version, version.Commit
+	version.Version, version.Commit = "v1.2.0", "0356817c1a2b3c4d5e6f708192a3b4c5d6e7f809"
+	t.Cleanup(func() { version.Version, version.Commit = oldVersion, oldCommit })
 	t0 := time.UnixMilli(1_700_000_000_000)
 	self := snapshot.Node{Name: "n1", InternalIPs: []netip.Addr{netip.MustParseAddr("10.4.94.11")},
 		PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.5.112.0/24")}}
@@ -156,6 +160,7 @@ func TestStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &apiv1.StatusResponse{
+		Version: "v1.2.0", Commit: "0356817c1a2b3c4d5e6f708192a3b4c5d6e7f809",
 		NodeName: "n1", NodeKnown: true, NodeIps: []string{"10.4.94.11"}, PodCidrs: []string{"10.5.112.0/24"},
 		BgpConfig: &apiv1.ConfigStatus{Source: "kube-system/bgp-config", Present: true, AppliedResourceVersion: "5",
 			Error: "peers[0].peer-asn: missing", ErrorResourceVersion: "6"},

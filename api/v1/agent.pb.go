@@ -128,8 +128,12 @@ type StatusResponse struct {
 	Routing         *RoutingStatus    `protobuf:"bytes,13,opt,name=routing,proto3" json:"routing,omitempty"`
 	Masquerade      *MasqueradeStatus `protobuf:"bytes,14,opt,name=masquerade,proto3" json:"masquerade,omitempty"`
 	IpMasqConfig    *ConfigStatus     `protobuf:"bytes,15,opt,name=ip_masq_config,json=ipMasqConfig,proto3" json:"ip_masq_config,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The agent's release (version.Version) and the revision it was built
+	// from (version.Commit; empty when not known).
+	Version       string `protobuf:"bytes,16,opt,name=version,proto3" json:"version,omitempty"`
+	Commit        string `protobuf:"bytes,17,opt,name=commit,proto3" json:"commit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -251,6 +255,20 @@ func (x *StatusResponse) GetIpMasqConfig() *ConfigStatus {
 		return x.IpMasqConfig
 	}
 	return nil
+}
+
+func (x *StatusResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetCommit() string {
+	if x != nil {
+		return x.Commit
+	}
+	return ""
 }
 
 // MasqueradeStatus summarises pod masquerading.
@@ -1060,7 +1078,16 @@ type BGPRoute struct {
 	// For received paths: what the routing part made of the prefix
 	// ("installed", "refused: <why>", "pending: <why>", "not best": another
 	// peer's path won); empty for advertised paths.
-	Kernel        string `protobuf:"bytes,6,opt,name=kernel,proto3" json:"kernel,omitempty"`
+	Kernel string `protobuf:"bytes,6,opt,name=kernel,proto3" json:"kernel,omitempty"`
+	// Standard communities as "AA:NN" and large communities as "A:B:C",
+	// each sorted numerically, without duplicates.
+	Communities      []string `protobuf:"bytes,7,rep,name=communities,proto3" json:"communities,omitempty"`
+	LargeCommunities []string `protobuf:"bytes,8,rep,name=large_communities,json=largeCommunities,proto3" json:"large_communities,omitempty"`
+	// LOCAL_PREF, which only iBGP carries; absent on eBGP paths.
+	LocalPref *uint32 `protobuf:"varint,9,opt,name=local_pref,json=localPref,proto3,oneof" json:"local_pref,omitempty"`
+	// When the path was received (received) or originated (advertised),
+	// Unix milliseconds at the second's precision GoBGP keeps; 0 when unknown.
+	SinceUnixMs   int64 `protobuf:"varint,10,opt,name=since_unix_ms,json=sinceUnixMs,proto3" json:"since_unix_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1135,6 +1162,34 @@ func (x *BGPRoute) GetKernel() string {
 		return x.Kernel
 	}
 	return ""
+}
+
+func (x *BGPRoute) GetCommunities() []string {
+	if x != nil {
+		return x.Communities
+	}
+	return nil
+}
+
+func (x *BGPRoute) GetLargeCommunities() []string {
+	if x != nil {
+		return x.LargeCommunities
+	}
+	return nil
+}
+
+func (x *BGPRoute) GetLocalPref() uint32 {
+	if x != nil && x.LocalPref != nil {
+		return *x.LocalPref
+	}
+	return 0
+}
+
+func (x *BGPRoute) GetSinceUnixMs() int64 {
+	if x != nil {
+		return x.SinceUnixMs
+	}
+	return 0
 }
 
 type ListRoutesRequest struct {
@@ -1857,7 +1912,7 @@ var File_agent_proto protoreflect.FileDescriptor
 const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"\vagent.proto\x12\rrouteagent.v1\"\x0f\n" +
-	"\rStatusRequest\"\xb8\x04\n" +
+	"\rStatusRequest\"\xea\x04\n" +
 	"\x0eStatusResponse\x12\x1b\n" +
 	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12\x19\n" +
 	"\bnode_ips\x18\x02 \x03(\tR\anodeIps\x12\x1b\n" +
@@ -1876,7 +1931,9 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"masquerade\x18\x0e \x01(\v2\x1f.routeagent.v1.MasqueradeStatusR\n" +
 	"masquerade\x12A\n" +
-	"\x0eip_masq_config\x18\x0f \x01(\v2\x1b.routeagent.v1.ConfigStatusR\fipMasqConfigJ\x04\b\x06\x10\aJ\x04\b\a\x10\b\"\xc5\x02\n" +
+	"\x0eip_masq_config\x18\x0f \x01(\v2\x1b.routeagent.v1.ConfigStatusR\fipMasqConfig\x12\x18\n" +
+	"\aversion\x18\x10 \x01(\tR\aversion\x12\x16\n" +
+	"\x06commit\x18\x11 \x01(\tR\x06commitJ\x04\b\x06\x10\aJ\x04\b\a\x10\b\"\xc5\x02\n" +
 	"\x10MasqueradeStatus\x12\x18\n" +
 	"\aenabled\x18\x01 \x01(\bR\aenabled\x12&\n" +
 	"\x0eimplementation\x18\x02 \x01(\tR\x0eimplementation\x12\x18\n" +
@@ -1949,14 +2006,21 @@ const file_agent_proto_rawDesc = "" +
 	"ADVERTISED\x10\x00\x12\f\n" +
 	"\bRECEIVED\x10\x01\"H\n" +
 	"\x15ListBGPRoutesResponse\x12/\n" +
-	"\x06routes\x18\x01 \x03(\v2\x17.routeagent.v1.BGPRouteR\x06routes\"\xa9\x01\n" +
+	"\x06routes\x18\x01 \x03(\v2\x17.routeagent.v1.BGPRouteR\x06routes\"\xcf\x02\n" +
 	"\bBGPRoute\x12!\n" +
 	"\fpeer_address\x18\x01 \x01(\tR\vpeerAddress\x12\x16\n" +
 	"\x06family\x18\x02 \x01(\tR\x06family\x12\x16\n" +
 	"\x06prefix\x18\x03 \x01(\tR\x06prefix\x12\x19\n" +
 	"\bnext_hop\x18\x04 \x01(\tR\anextHop\x12\x17\n" +
 	"\aas_path\x18\x05 \x03(\rR\x06asPath\x12\x16\n" +
-	"\x06kernel\x18\x06 \x01(\tR\x06kernel\"\x13\n" +
+	"\x06kernel\x18\x06 \x01(\tR\x06kernel\x12 \n" +
+	"\vcommunities\x18\a \x03(\tR\vcommunities\x12+\n" +
+	"\x11large_communities\x18\b \x03(\tR\x10largeCommunities\x12\"\n" +
+	"\n" +
+	"local_pref\x18\t \x01(\rH\x00R\tlocalPref\x88\x01\x01\x12\"\n" +
+	"\rsince_unix_ms\x18\n" +
+	" \x01(\x03R\vsinceUnixMsB\r\n" +
+	"\v_local_pref\"\x13\n" +
 	"\x11ListRoutesRequest\"B\n" +
 	"\x12ListRoutesResponse\x12,\n" +
 	"\x06routes\x18\x01 \x03(\v2\x14.routeagent.v1.RouteR\x06routes\"\xca\x01\n" +
@@ -2096,6 +2160,7 @@ func file_agent_proto_init() {
 	if File_agent_proto != nil {
 		return
 	}
+	file_agent_proto_msgTypes[12].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

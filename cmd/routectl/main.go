@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	apiv1 "routeagent.io/route-agent/api/v1"
+	"routeagent.io/route-agent/version"
 )
 
 const defaultSocket = "/run/route-agent/agent.sock"
@@ -38,6 +39,7 @@ func newRoot() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "routectl",
 		Short:         "Inspect the route-agent running on this node",
+		Version:       version.String(), // cobra adds --version
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -169,14 +171,56 @@ node's address.`,
 			})
 		},
 	})
+	root.AddCommand(&cobra.Command{
+		Use:   "version",
+		Short: "The version of routectl and of the route-agent it talks to",
+		Long: `The version of routectl, then that of the route-agent on this node. When the
+agent cannot be reached, routectl still prints its own version, then fails.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := g.checkOutput(); err != nil {
+				return err
+			}
+			client := versionOut{Version: version.Version, Commit: version.Commit}
+			w := cmd.OutOrStdout()
+			if g.output == "table" {
+				// Before the call, which may take until --timeout.
+				fmt.Fprintf(w, "Client Version: %s\n", version.Format(client.Version, client.Commit))
+			}
+			var server *versionOut
+			err := g.call(cmd, func(ctx context.Context, c apiv1.AgentClient) error {
+				r, err := c.Status(ctx, &apiv1.StatusRequest{})
+				if err != nil {
+					return err
+				}
+				server = &versionOut{Version: r.GetVersion(), Commit: r.GetCommit()}
+				return nil
+			})
+			if perr := printVersion(w, g.output, client, server); perr != nil {
+				return perr
+			}
+			if err != nil {
+				return fmt.Errorf("asking route-agent for its version: %w", err)
+			}
+			return nil
+		},
+	})
 	return root
+}
+
+// checkOutput rejects an --output routectl cannot print.
+func (g *globals) checkOutput() error {
+	if g.output != "table" && g.output != "json" {
+		return fmt.Errorf("--output %q: want table or json", g.output)
+	}
+	return nil
 }
 
 // call connects to the agent and runs f, turning "nobody listens" into a
 // message that says what to check.
 func (g *globals) call(cmd *cobra.Command, f func(context.Context, apiv1.AgentClient) error) error {
-	if g.output != "table" && g.output != "json" {
-		return fmt.Errorf("--output %q: want table or json", g.output)
+	if err := g.checkOutput(); err != nil {
+		return err
 	}
 	if _, err := os.Stat(g.socket); err != nil {
 		return fmt.Errorf("route-agent is not running on this node or uses another socket: %w (set --socket)", err)

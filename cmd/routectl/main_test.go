@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	apiv1 "routeagent.io/route-agent/api/v1"
+	"routeagent.io/route-agent/version"
 )
 
 // run executes routectl with args and returns stdout and the error.
@@ -355,5 +356,104 @@ func TestCLIHelpSocketDefault(t *testing.T) {
 		if strings.Count(line, "(default") != 1 || !strings.Contains(line, `(default "`+want+`")`) || strings.Count(line, "agent.sock") != 1 {
 			t.Errorf("with $ROUTECTL_SOCKET=%q the --socket help reads %q, want the default %q named once", env, line, want)
 		}
+	}
+}
+
+// setVersion makes routectl's own version v and commit c for one test.
+func setVersion(t *testing.T, v, c string) {
+	oldV, oldC := version.Version, version.Commit
+	version.Version, version.Commit = v, c
+	t.Cleanup(func() { version.Version, version.Commit = oldV, oldC })
+}
+
+func TestCLIVersion(t *testing.T) {
+	setVersion(t, "v1.3.0", "9f1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c")
+	p := socketPath(t)
+	serve(t, p, &fakeAgent{status: &apiv1.StatusResponse{Version: "v1.2.0-4-g0356817-dirty", Commit: "0356817c1a2b3c4d5e6f708192a3b4c5d6e7f809-dirty"}})
+	out, err := run(t, "--socket", p, "version")
+	if err != nil {
+		t.Fatalf("routectl version: %v", err)
+	}
+	want := "Client Version: v1.3.0 (commit 9f1c2d3e4f5a)\n" +
+		"Server Version: v1.2.0-4-g0356817-dirty (commit 0356817c1a2b-dirty)\n"
+	if diff := cmp.Diff(want, out); diff != "" {
+		t.Errorf("routectl version (-want +got):\n%s", diff)
+	}
+
+	out, err = run(t, "--socket", p, "version", "-o", "json")
+	if err != nil {
+		t.Fatalf("routectl version -o json: %v", err)
+	}
+	var got map[string]map[string]string
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("decoding %q: %v", out, err)
+	}
+	wantJSON := map[string]map[string]string{
+		"client": {"version": "v1.3.0", "commit": "9f1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c"},
+		"server": {"version": "v1.2.0-4-g0356817-dirty", "commit": "0356817c1a2b3c4d5e6f708192a3b4c5d6e7f809-dirty"},
+	}
+	if diff := cmp.Diff(wantJSON, got); diff != "" {
+		t.Errorf("routectl version -o json (-want +got):\n%s", diff)
+	}
+
+	// An agent from before version reporting.
+	p2 := socketPath(t)
+	serve(t, p2, &fakeAgent{status: &apiv1.StatusResponse{}})
+	out, err = run(t, "--socket", p2, "version")
+	if err != nil || !strings.Contains(out, "Server Version: unknown") {
+		t.Errorf("routectl version against an agent reporting none = %q, %v; want the server's version unknown", out, err)
+	}
+}
+
+// Without an agent, routectl version still prints its own, then fails.
+func TestCLIVersionWithoutAgent(t *testing.T) {
+	setVersion(t, "v1.3.0", "")
+	out, err := run(t, "--socket", "/nonexistent/x.sock", "version")
+	wantErr(t, err, "not running", "/nonexistent/x.sock")
+	if out != "Client Version: v1.3.0\n" {
+		t.Errorf("output = %q, want the client's version alone", out)
+	}
+
+	out, err = run(t, "--socket", "/nonexistent/x.sock", "version", "-o", "json")
+	wantErr(t, err, "not running")
+	var got map[string]any
+	if jerr := json.Unmarshal([]byte(out), &got); jerr != nil {
+		t.Fatalf("decoding %q: %v", out, jerr)
+	}
+	if diff := cmp.Diff(map[string]any{"client": map[string]any{"version": "v1.3.0"}}, got); diff != "" {
+		t.Errorf("routectl version -o json without an agent (-want +got):\n%s", diff)
+	}
+
+	// An agent that does not answer in time: the client's version first.
+	p := socketPath(t)
+	serve(t, p, &blockingStatus{})
+	out, err = run(t, "--socket", p, "--timeout", "200ms", "version")
+	wantErr(t, err, "did not answer within 200ms")
+	if out != "Client Version: v1.3.0\n" {
+		t.Errorf("output = %q, want the client's version alone", out)
+	}
+
+	// A bad format is refused before anything is printed.
+	out, err = run(t, "--socket", "/nonexistent/x.sock", "version", "-o", "yaml")
+	wantErr(t, err, "--output", `"yaml"`)
+	if out != "" {
+		t.Errorf("output with a bad --output = %q, want none", out)
+	}
+}
+
+// blockingStatus answers Status only when the client gives up.
+type blockingStatus struct{ apiv1.UnimplementedAgentServer }
+
+func (blockingStatus) Status(ctx context.Context, _ *apiv1.StatusRequest) (*apiv1.StatusResponse, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func TestRootVersionFlag(t *testing.T) {
+	// The root command reads the version when it is built.
+	setVersion(t, "v1.3.0", "")
+	out, err := run(t, "--version")
+	if err != nil || out != "routectl version v1.3.0\n" {
+		t.Errorf("routectl --version = %q, %v", out, err)
 	}
 }

@@ -6,12 +6,14 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	apiv1 "routeagent.io/route-agent/api/v1"
+	"routeagent.io/route-agent/version"
 )
 
 // peerRow is the JSON form of one `routectl bgp peers` row; the field names
@@ -61,19 +63,36 @@ type routeRow struct {
 	Prefix      string   `json:"prefix"`
 	NextHop     string   `json:"nextHop"`
 	ASPath      []uint32 `json:"asPath"`
+	// Communities as "AA:NN" and large communities as "A:B:C".
+	Communities      []string `json:"communities"`
+	LargeCommunities []string `json:"largeCommunities"`
+	// LocalPref is null when the path carries none (eBGP).
+	LocalPref *uint32 `json:"localPref"`
+	// Since is when the path was received or originated, and AgeSeconds
+	// how long ago; both are left out when the agent does not know.
+	Since      *time.Time `json:"since,omitempty"`
+	AgeSeconds *int64     `json:"ageSeconds,omitempty"`
 	// Kernel is set for received paths only.
 	Kernel string `json:"kernel,omitempty"`
 }
 
 func printRoutes(w io.Writer, format string, routes []*apiv1.BGPRoute) error {
+	t := now()
 	rows := make([]routeRow, 0, len(routes))
 	for _, r := range routes {
 		path := r.GetAsPath()
 		if path == nil {
 			path = []uint32{}
 		}
-		rows = append(rows, routeRow{PeerAddress: r.GetPeerAddress(), Family: r.GetFamily(),
-			Prefix: r.GetPrefix(), NextHop: r.GetNextHop(), ASPath: path, Kernel: r.GetKernel()})
+		row := routeRow{PeerAddress: r.GetPeerAddress(), Family: r.GetFamily(),
+			Prefix: r.GetPrefix(), NextHop: r.GetNextHop(), ASPath: path,
+			Communities: nonNil(r.GetCommunities()), LargeCommunities: nonNil(r.GetLargeCommunities()),
+			LocalPref: r.LocalPref, Since: timeOrNil(r.GetSinceUnixMs()), Kernel: r.GetKernel()}
+		if row.Since != nil {
+			age := int64(max(t.Sub(*row.Since), 0) / time.Second)
+			row.AgeSeconds = &age
+		}
+		rows = append(rows, row)
 	}
 	if format == "json" {
 		return writeJSON(w, rows)
@@ -87,7 +106,7 @@ func printRoutes(w io.Writer, format string, routes []*apiv1.BGPRoute) error {
 		withKernel = withKernel || r.Kernel != ""
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
-	header := "Peer\tFamily\tPrefix\tNext Hop\tAS Path"
+	header := "Peer\tFamily\tPrefix\tNext Hop\tAS Path\tLocal Pref\tCommunities\tAge"
 	if withKernel {
 		header += "\tKernel"
 	}
@@ -97,11 +116,16 @@ func printRoutes(w io.Writer, format string, routes []*apiv1.BGPRoute) error {
 		for i, as := range r.ASPath {
 			path[i] = strconv.FormatUint(uint64(as), 10)
 		}
-		asPath := strings.Join(path, " ")
-		if asPath == "" {
-			asPath = "-"
+		localPref, age := "-", "-"
+		if r.LocalPref != nil {
+			localPref = strconv.FormatUint(uint64(*r.LocalPref), 10)
 		}
-		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%s", r.PeerAddress, r.Family, r.Prefix, r.NextHop, asPath)
+		if r.AgeSeconds != nil {
+			age = (time.Duration(*r.AgeSeconds) * time.Second).String()
+		}
+		communities := slices.Concat(r.Communities, r.LargeCommunities)
+		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", r.PeerAddress, r.Family, r.Prefix, r.NextHop,
+			orDash(strings.Join(path, " ")), localPref, orDash(strings.Join(communities, " ")), age)
 		if withKernel {
 			line += "\t" + r.Kernel
 		}
@@ -539,4 +563,31 @@ func printServices(w io.Writer, format string, svcs []*apiv1.LBService) error {
 		fmt.Fprintf(tw, "%s/%s\t%s\t%s\t%s\t%s\n", r.Namespace, r.Name, orNone(r.Addresses), orDash(r.Pool), adv, orDash(r.Reason))
 	}
 	return tw.Flush()
+}
+
+// versionOut is one side of `routectl version -o json`.
+type versionOut struct {
+	Version string `json:"version"`
+	Commit  string `json:"commit,omitempty"`
+}
+
+// printVersion prints the server's version, or in JSON both; the table's
+// client line is printed before the agent is asked. server is nil when the
+// agent did not answer, which JSON shows by leaving it out.
+func printVersion(w io.Writer, format string, client versionOut, server *versionOut) error {
+	if format == "json" {
+		return writeJSON(w, struct {
+			Client versionOut  `json:"client"`
+			Server *versionOut `json:"server,omitempty"`
+		}{client, server})
+	}
+	if server == nil {
+		return nil
+	}
+	v := version.Format(server.Version, server.Commit)
+	if server.Version == "" {
+		v = "unknown (this route-agent does not report its version)"
+	}
+	_, err := fmt.Fprintf(w, "Server Version: %s\n", v)
+	return err
 }

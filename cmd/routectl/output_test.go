@@ -456,20 +456,28 @@ func TestPrintStatusJSONEmptyArrays(t *testing.T) {
 }
 
 func TestPrintRoutes(t *testing.T) {
+	now = func() time.Time { return testNow }
+	t.Cleanup(func() { now = time.Now })
+	lp := func(v uint32) *uint32 { return &v }
 	routes := []*apiv1.BGPRoute{
-		{PeerAddress: "10.4.94.1", Family: "ipv4/unicast", Prefix: "10.5.112.0/24", NextHop: "10.4.94.11", AsPath: []uint32{64513}},
-		{PeerAddress: "10.4.83.1", Family: "ipv4/unicast", Prefix: "10.5.119.0/24", NextHop: "10.4.83.11"},
+		{PeerAddress: "10.4.94.1", Family: "ipv4/unicast", Prefix: "10.5.112.0/24", NextHop: "10.4.94.11", AsPath: []uint32{64513},
+			Communities: []string{"64513:100", "64513:200"}, SinceUnixMs: testNow.UnixMilli() - 192_000},
+		{PeerAddress: "10.4.83.1", Family: "ipv4/unicast", Prefix: "10.5.119.0/24", NextHop: "10.4.83.11", LocalPref: lp(100),
+			LargeCommunities: []string{"4200000000:1:2"}, SinceUnixMs: testNow.UnixMilli() - 3*3600_000 - 5_000},
+		{PeerAddress: "10.4.83.1", Family: "ipv4/unicast", Prefix: "10.7.0.1/32", NextHop: "10.4.83.11", LocalPref: lp(0),
+			Communities: []string{"64512:1"}, LargeCommunities: []string{"64512:0:1"}},
 	}
 	var b bytes.Buffer
 	if err := printRoutes(&b, "table", routes); err != nil {
 		t.Fatal(err)
 	}
 	want := "" +
-		"Peer        Family         Prefix          Next Hop     AS Path\n" +
-		"10.4.94.1   ipv4/unicast   10.5.112.0/24   10.4.94.11   64513\n" +
-		"10.4.83.1   ipv4/unicast   10.5.119.0/24   10.4.83.11   -\n"
-	if b.String() != want {
-		t.Errorf("table:\n%s\nwant:\n%s", b.String(), want)
+		"Peer        Family         Prefix          Next Hop     AS Path   Local Pref   Communities           Age\n" +
+		"10.4.94.1   ipv4/unicast   10.5.112.0/24   10.4.94.11   64513     -            64513:100 64513:200   3m12s\n" +
+		"10.4.83.1   ipv4/unicast   10.5.119.0/24   10.4.83.11   -         100          4200000000:1:2        3h0m5s\n" +
+		"10.4.83.1   ipv4/unicast   10.7.0.1/32     10.4.83.11   -         0            64512:1 64512:0:1     -\n"
+	if diff := cmp.Diff(want, b.String()); diff != "" {
+		t.Errorf("table (-want +got):\n%s", diff)
 	}
 
 	b.Reset()
@@ -480,36 +488,51 @@ func TestPrintRoutes(t *testing.T) {
 	if err := json.Unmarshal(b.Bytes(), &rows); err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != 2 || rows[0]["nextHop"] != "10.4.94.11" || rows[0]["prefix"] != "10.5.112.0/24" ||
-		rows[0]["peerAddress"] != "10.4.94.1" || rows[0]["family"] != "ipv4/unicast" {
-		t.Errorf("json rows = %v", rows)
+	wantRows := []map[string]any{
+		{"peerAddress": "10.4.94.1", "family": "ipv4/unicast", "prefix": "10.5.112.0/24", "nextHop": "10.4.94.11",
+			"asPath": []any{64513.0}, "communities": []any{"64513:100", "64513:200"}, "largeCommunities": []any{},
+			"localPref": nil, "since": "2026-11-23T09:56:48Z", "ageSeconds": 192.0},
+		// An empty AS path is [], a LOCAL_PREF of 0 is 0 and not null.
+		{"peerAddress": "10.4.83.1", "family": "ipv4/unicast", "prefix": "10.5.119.0/24", "nextHop": "10.4.83.11",
+			"asPath": []any{}, "communities": []any{}, "largeCommunities": []any{"4200000000:1:2"},
+			"localPref": 100.0, "since": "2026-11-23T06:59:55Z", "ageSeconds": 10805.0},
+		// An unknown time leaves since and ageSeconds out.
+		{"peerAddress": "10.4.83.1", "family": "ipv4/unicast", "prefix": "10.7.0.1/32", "nextHop": "10.4.83.11",
+			"asPath": []any{}, "communities": []any{"64512:1"}, "largeCommunities": []any{"64512:0:1"}, "localPref": 0.0},
 	}
-	if p, ok := rows[1]["asPath"].([]any); !ok || len(p) != 0 {
-		t.Errorf("an empty AS path must be [] in JSON, got %#v", rows[1]["asPath"])
+	if diff := cmp.Diff(wantRows, rows); diff != "" {
+		t.Errorf("json (-want +got):\n%s", diff)
 	}
 
 	b.Reset()
 	if err := printRoutes(&b, "table", nil); err != nil || b.String() != "No paths.\n" {
 		t.Errorf("empty table = %q, %v", b.String(), err)
 	}
+	b.Reset()
+	if err := printRoutes(&b, "json", nil); err != nil || b.String() != "[]\n" {
+		t.Errorf("empty json = %q, %v", b.String(), err)
+	}
 }
 
 var testNow = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
 
 func TestPrintReceivedRoutesWithKernelState(t *testing.T) {
+	now = func() time.Time { return testNow }
+	t.Cleanup(func() { now = time.Now })
 	routes := []*apiv1.BGPRoute{
 		{PeerAddress: "10.4.94.1", Family: "ipv4/unicast", Prefix: "0.0.0.0/0", NextHop: "10.4.94.1", AsPath: []uint32{64524},
-			Kernel: "refused: learned default route (--install-default-route is off)"},
-		{PeerAddress: "10.4.94.1", Family: "ipv4/unicast", Prefix: "10.5.119.0/24", NextHop: "10.4.94.1", AsPath: []uint32{64524, 64512}, Kernel: "installed"},
+			SinceUnixMs: testNow.UnixMilli() - 45_000, Kernel: "refused: learned default route (--install-default-route is off)"},
+		{PeerAddress: "10.4.94.1", Family: "ipv4/unicast", Prefix: "10.5.119.0/24", NextHop: "10.4.94.1", AsPath: []uint32{64524, 64512},
+			SinceUnixMs: testNow.UnixMilli() - 45_000, Kernel: "installed"},
 	}
 	var b bytes.Buffer
 	if err := printRoutes(&b, "table", routes); err != nil {
 		t.Fatal(err)
 	}
 	want := "" +
-		"Peer        Family         Prefix          Next Hop    AS Path       Kernel\n" +
-		"10.4.94.1   ipv4/unicast   0.0.0.0/0       10.4.94.1   64524         refused: learned default route (--install-default-route is off)\n" +
-		"10.4.94.1   ipv4/unicast   10.5.119.0/24   10.4.94.1   64524 64512   installed\n"
+		"Peer        Family         Prefix          Next Hop    AS Path       Local Pref   Communities   Age   Kernel\n" +
+		"10.4.94.1   ipv4/unicast   0.0.0.0/0       10.4.94.1   64524         -            -             45s   refused: learned default route (--install-default-route is off)\n" +
+		"10.4.94.1   ipv4/unicast   10.5.119.0/24   10.4.94.1   64524 64512   -            -             45s   installed\n"
 	if diff := cmp.Diff(want, b.String()); diff != "" {
 		t.Errorf("table (-want +got):\n%s", diff)
 	}
