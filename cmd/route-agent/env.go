@@ -22,6 +22,11 @@ func envName(flag string) string {
 func flagsFromEnv(fs *pflag.FlagSet) error {
 	var err error
 	fs.VisitAll(func(f *pflag.Flag) {
+		// cobra's own flags are commands, not settings: ROUTE_AGENT_VERSION
+		// in a pod's env must not turn the agent into a version printer.
+		if f.Name == "help" || f.Name == "version" {
+			return
+		}
 		v, ok := os.LookupEnv(envName(f.Name))
 		if !ok || f.Changed || err != nil {
 			return

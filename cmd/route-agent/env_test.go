@@ -37,3 +37,18 @@ func TestFlagsFromEnv(t *testing.T) {
 		t.Errorf("bad env value: err = %v, want one naming the variable, value and flag", err)
 	}
 }
+
+func TestFlagsFromEnvLeavesCommandFlags(t *testing.T) {
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	version := fs.Bool("version", false, "")
+	help := fs.Bool("help", false, "")
+	t.Setenv("ROUTE_AGENT_VERSION", "1.2.3")
+	t.Setenv("ROUTE_AGENT_HELP", "true")
+	_ = fs.Parse(nil)
+	if err := flagsFromEnv(fs); err != nil {
+		t.Fatal(err)
+	}
+	if *version || *help {
+		t.Errorf("version %v help %v: the environment must not set cobra's command flags", *version, *help)
+	}
+}
