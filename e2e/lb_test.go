@@ -13,7 +13,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
 	"routeagent.io/route-agent/e2e/lab"
@@ -35,31 +37,33 @@ func nextHops(ctx context.Context, r *lab.Router, prefix string) ([]string, erro
 	return out, nil
 }
 
-// A LoadBalancer Service gets an address from the bgp-config's pool, the
-// elected allocator writes it, and with externalTrafficPolicy Local only
-// the node hosting the ready endpoint advertises it; moving the endpoint
-// moves the advertisement; deleting the Service withdraws it everywhere.
-func TestLoadBalancerLocalFollowsEndpoint(t *testing.T) {
-	ctx := testContext(t)
-	l := theLab
-	waitAllRoutes(ctx, t, l)
-	a, c := l.Nodes[0], l.Nodes[2]
-	tor94, tor83 := a.Router, c.Router
+// lbService creates a LoadBalancer Service of one TCP port in default,
+// removed when the test ends. targetPort is the echo responders' port.
+func lbService(ctx context.Context, t *testing.T, l *lab.Lab, name string, policy corev1.ServiceExternalTrafficPolicy, port int32, annotations map[string]string) {
+	t.Helper()
 	svcs := l.Kube.CoreV1().Services("default")
-	svc, err := svcs.Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "lb-local"},
+	_, err := svcs.Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: annotations},
 		Spec: corev1.ServiceSpec{
-			Type: corev1.ServiceTypeLoadBalancer, ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
-			Ports: []corev1.ServicePort{{Name: "echo", Protocol: corev1.ProtocolTCP, Port: 7}},
+			Type: corev1.ServiceTypeLoadBalancer, ExternalTrafficPolicy: policy,
+			Ports: []corev1.ServicePort{{Name: "echo", Protocol: corev1.ProtocolTCP, Port: port, TargetPort: intstr.FromInt32(lab.EchoPort)}},
 		},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = svcs.Delete(context.Background(), "lb-local", metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = svcs.Delete(context.Background(), name, metav1.DeleteOptions{})
+		_ = l.Kube.DiscoveryV1().EndpointSlices("default").Delete(context.Background(), name+"-1", metav1.DeleteOptions{})
+	})
+}
+
+// lbAddress waits until Service default/name has an address and returns it.
+func lbAddress(ctx context.Context, t *testing.T, l *lab.Lab, name string, wait time.Duration) netip.Addr {
+	t.Helper()
 	var ip netip.Addr
-	err = lab.WaitFor(ctx, time.Minute, "an address for default/lb-local", func() error {
-		got, err := svcs.Get(ctx, svc.Name, metav1.GetOptions{})
+	err := lab.WaitFor(ctx, wait, "an address for default/"+name, func() error {
+		got, err := l.Kube.CoreV1().Services("default").Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
@@ -72,48 +76,109 @@ func TestLoadBalancerLocalFollowsEndpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ip
+}
+
+// endpointSlice is Service name's one ready endpoint: pod p, on p's node,
+// as the EndpointSlice controller would write it.
+func endpointSlice(name string, p *lab.Pod) *discoveryv1.EndpointSlice {
+	return &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: name + "-1", Labels: map[string]string{discoveryv1.LabelServiceName: name}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints: []discoveryv1.Endpoint{{
+			Addresses:  []string{p.IP.String()},
+			NodeName:   ptr.To(p.Node.Name),
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true)},
+		}},
+		Ports: []discoveryv1.EndpointPort{{Name: ptr.To("echo"), Port: ptr.To(int32(lab.EchoPort)), Protocol: ptr.To(corev1.ProtocolTCP)}},
+	}
+}
+
+// setEndpoint creates or replaces Service name's endpoint slice with pod p.
+func setEndpoint(ctx context.Context, t *testing.T, l *lab.Lab, name string, p *lab.Pod) {
+	t.Helper()
+	eps := l.Kube.DiscoveryV1().EndpointSlices("default")
+	want := endpointSlice(name, p)
+	cur, err := eps.Get(ctx, want.Name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		_, err = eps.Create(ctx, want, metav1.CreateOptions{})
+	case err == nil:
+		want.ResourceVersion = cur.ResourceVersion
+		_, err = eps.Update(ctx, want, metav1.UpdateOptions{})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitHops waits until r's valid paths to prefix have exactly the next
+// hops want (none: withdrawn) and returns how long that took.
+func waitHops(ctx context.Context, t *testing.T, r *lab.Router, prefix string, want ...string) time.Duration {
+	t.Helper()
+	slices.Sort(want)
+	start := time.Now()
+	err := lab.WaitFor(ctx, 30*time.Second, fmt.Sprintf("%s's paths to %s", r.Name, prefix), func() error {
+		got, err := nextHops(ctx, r, prefix)
+		if err != nil {
+			return err
+		}
+		if !slicesEqual(got, want) {
+			return fmt.Errorf("next hops %v, want %v", got, want)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return time.Since(start)
+}
+
+// requestFromOutside sends an echo request from the outside host to
+// target, through the fabric and the node's kube-proxy, and returns the
+// sources pod p's responder saw for it: the answer came from p.
+func requestFromOutside(ctx context.Context, t *testing.T, l *lab.Lab, target netip.AddrPort, p *lab.Pod) []netip.AddrPort {
+	t.Helper()
+	mark := echoMark(l, p)
+	// The first SYN may race the ToR's FIB update; retry briefly.
+	err := lab.WaitFor(ctx, 10*time.Second, "an echo from the outside to "+target.String(), func() error {
+		return lab.EchoAt(ctx, l.Outside, target, "tcp")
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, l.AgentLog(p.Node, 10))
+	}
+	seen := echoSources(l, p, "tcp", mark)
+	if len(seen) == 0 {
+		t.Fatalf("the echo to %s was answered, but not by pod %s on %s", target, p.Name, p.Node.Name)
+	}
+	return seen
+}
+
+// A LoadBalancer Service gets an address from the bgp-config's pool, the
+// elected allocator writes it, and with externalTrafficPolicy Local only
+// the node hosting the ready endpoint advertises it. A request from the
+// outside host reaches the pod through the ToR and the node's kube-proxy,
+// and the pod sees the client's own address. Moving the endpoint moves the
+// advertisement and the traffic follows; deleting the Service withdraws it
+// everywhere.
+func TestLoadBalancerLocalFollowsEndpoint(t *testing.T) {
+	ctx := testContext(t)
+	l := theLab
+	waitAllRoutes(ctx, t, l)
+	a, c := l.Nodes[0], l.Nodes[2]
+	tor94, tor83 := a.Router, c.Router
+	lbService(ctx, t, l, "lb-local", corev1.ServiceExternalTrafficPolicyLocal, lab.EchoPort, nil)
+	ip := lbAddress(ctx, t, l, "lb-local", time.Minute)
 	if pool := netip.MustParsePrefix(lab.LBPool); !pool.Contains(ip) || ip == pool.Addr() {
 		t.Fatalf("address %s is not a usable address of the pool %s", ip, pool)
 	}
 	prefix := netip.PrefixFrom(ip, 32).String()
+	target := netip.AddrPortFrom(ip, lab.EchoPort)
 	t.Logf("default/lb-local got %s", ip)
 
-	eps := l.Kube.DiscoveryV1().EndpointSlices("default")
-	endpointOn := func(n *lab.Node) *discoveryv1.EndpointSlice {
-		return &discoveryv1.EndpointSlice{
-			ObjectMeta:  metav1.ObjectMeta{Name: "lb-local-1", Labels: map[string]string{discoveryv1.LabelServiceName: "lb-local"}},
-			AddressType: discoveryv1.AddressTypeIPv4,
-			Endpoints: []discoveryv1.Endpoint{{
-				Addresses:  []string{podOf(t, l, n).IP.String()},
-				NodeName:   ptr.To(n.Name),
-				Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
-			}},
-			Ports: []discoveryv1.EndpointPort{{Name: ptr.To("echo"), Port: ptr.To(int32(7)), Protocol: ptr.To(corev1.ProtocolTCP)}},
-		}
-	}
-	if _, err := eps.Create(ctx, endpointOn(a), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	setEndpoint(ctx, t, l, "lb-local", podOf(t, l, a))
 	// Only rack94-node1 advertises: tor94 has it from that node alone.
-	waitHops := func(r *lab.Router, want []string) time.Duration {
-		t.Helper()
-		start := time.Now()
-		err := lab.WaitFor(ctx, 30*time.Second, fmt.Sprintf("%s's paths to %s", r.Name, prefix), func() error {
-			got, err := nextHops(ctx, r, prefix)
-			if err != nil {
-				return err
-			}
-			if !slicesEqual(got, want) {
-				return fmt.Errorf("next hops %v, want %v", got, want)
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return time.Since(start)
-	}
-	waitHops(tor94, []string{a.IP.String()})
+	waitHops(ctx, t, tor94, prefix, a.IP.String())
 	// routectl says the same on each node, with the reason.
 	for n, want := range map[*lab.Node]string{a: "yes", c: "no local endpoint"} {
 		out, err := l.Routectl(ctx, n, "services")
@@ -121,27 +186,263 @@ func TestLoadBalancerLocalFollowsEndpoint(t *testing.T) {
 			t.Errorf("routectl services on %s: %v, want %q:\n%s", n.Name, err, want, out)
 		}
 	}
+	seen := requestFromOutside(ctx, t, l, target, podOf(t, l, a))
+	if src := seen[len(seen)-1].Addr(); src != lab.OutsideIP {
+		t.Errorf("with externalTrafficPolicy Local the pod saw the request from %s, want the client's own %s", src, lab.OutsideIP)
+	}
 
-	moved := endpointOn(c)
-	cur, err := eps.Get(ctx, "lb-local-1", metav1.GetOptions{})
+	start := time.Now()
+	setEndpoint(ctx, t, l, "lb-local", podOf(t, l, c))
+	waitHops(ctx, t, tor83, prefix, c.IP.String())
+	waitHops(ctx, t, tor94, prefix, tor83.LinkAddr.Addr().String())
+	t.Logf("endpoint moved to %s: advertisement moved in %s", c.Name, time.Since(start).Round(time.Millisecond))
+	seen = requestFromOutside(ctx, t, l, target, podOf(t, l, c))
+	if src := seen[len(seen)-1].Addr(); src != lab.OutsideIP {
+		t.Errorf("after the move the pod saw the request from %s, want the client's own %s", src, lab.OutsideIP)
+	}
+
+	if err := l.Kube.CoreV1().Services("default").Delete(ctx, "lb-local", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitHops(ctx, t, tor94, prefix)
+	waitHops(ctx, t, tor83, prefix)
+}
+
+// With externalTrafficPolicy Cluster every selected node advertises the
+// address while the Service has a ready endpoint anywhere, and a request
+// landing on any of them reaches the endpoint. A second Service with the
+// same sharing key and another port shares the address, and each port
+// reaches its own Service's pod.
+func TestLoadBalancerClusterAndSharedAddress(t *testing.T) {
+	ctx := testContext(t)
+	l := theLab
+	waitAllRoutes(ctx, t, l)
+	a, b, c := l.Nodes[0], l.Nodes[1], l.Nodes[2]
+	tor94, tor83 := a.Router, c.Router
+	share := map[string]string{"metallb.universe.tf/allow-shared-ip": "lab-share"}
+	lbService(ctx, t, l, "lb-cluster", corev1.ServiceExternalTrafficPolicyCluster, lab.EchoPort, share)
+	lbService(ctx, t, l, "lb-shared", corev1.ServiceExternalTrafficPolicyCluster, 8007, share)
+	ip := lbAddress(ctx, t, l, "lb-cluster", time.Minute)
+	if ip2 := lbAddress(ctx, t, l, "lb-shared", time.Minute); ip2 != ip {
+		t.Fatalf("Services with the sharing key %q and different ports got %s and %s, want one address", share["metallb.universe.tf/allow-shared-ip"], ip, ip2)
+	}
+	prefix := netip.PrefixFrom(ip, 32).String()
+	t.Logf("default/lb-cluster and default/lb-shared share %s", ip)
+
+	// No endpoint yet: nobody advertises.
+	time.Sleep(time.Second)
+	if hops, err := nextHops(ctx, tor94, prefix); err != nil || len(hops) != 0 {
+		t.Errorf("before any endpoint is ready, tor94 has %s via %v (%v), want no path", prefix, hops, err)
+	}
+	setEndpoint(ctx, t, l, "lb-cluster", podOf(t, l, c))
+	setEndpoint(ctx, t, l, "lb-shared", podOf(t, l, a))
+	// Every node advertises: tor94 from both rack-94 nodes (and tor83's
+	// copy from rack83-node1), tor83 from rack83-node1 (and tor94's).
+	waitHops(ctx, t, tor94, prefix, a.IP.String(), b.IP.String(), tor83.LinkAddr.Addr().String())
+	waitHops(ctx, t, tor83, prefix, c.IP.String(), tor94.LinkAddr.Addr().String())
+
+	// Port 7 is lb-cluster's, served by the pod on rack83-node1, whichever
+	// node the ToR picked; port 8007 is lb-shared's, on rack94-node1.
+	requestFromOutside(ctx, t, l, netip.AddrPortFrom(ip, lab.EchoPort), podOf(t, l, c))
+	requestFromOutside(ctx, t, l, netip.AddrPortFrom(ip, 8007), podOf(t, l, a))
+
+	// Once neither Service has a ready endpoint, nobody advertises.
+	for _, name := range []string{"lb-cluster", "lb-shared"} {
+		if err := l.Kube.DiscoveryV1().EndpointSlices("default").Delete(ctx, name+"-1", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitHops(ctx, t, tor94, prefix)
+	waitHops(ctx, t, tor83, prefix)
+}
+
+// A pool with one address serves one Service; the next one stays pending
+// with a Warning Event that says why, and gets the address once the first
+// Service is gone.
+func TestLoadBalancerPoolExhausted(t *testing.T) {
+	ctx := testContext(t)
+	l := theLab
+	const tiny = "10.7.1.10"
+	cfg := lab.BGPConfig + `- name: tiny
+  protocol: bgp
+  auto-assign: false
+  addresses:
+  - ` + tiny + `/32
+`
+	if _, err := l.ApplyBGPConfig(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := l.ApplyBGPConfig(context.Background(), lab.BGPConfig); err != nil {
+			t.Errorf("restoring the lab's bgp-config: %v", err)
+		}
+	})
+	pool := map[string]string{"metallb.universe.tf/address-pool": "tiny"}
+	lbService(ctx, t, l, "lb-tiny-1", corev1.ServiceExternalTrafficPolicyCluster, lab.EchoPort, pool)
+	if ip := lbAddress(ctx, t, l, "lb-tiny-1", time.Minute); ip.String() != tiny {
+		t.Fatalf("default/lb-tiny-1 got %s from pool tiny, want %s", ip, tiny)
+	}
+	lbService(ctx, t, l, "lb-tiny-2", corev1.ServiceExternalTrafficPolicyCluster, 8007, pool)
+	var msg string
+	err := lab.WaitFor(ctx, 30*time.Second, "a Warning Event on default/lb-tiny-2", func() error {
+		evs, err := l.Kube.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=lb-tiny-2"})
+		if err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Type == corev1.EventTypeWarning && e.Reason == "AllocationFailed" {
+				msg = e.Message
+				return nil
+			}
+		}
+		return fmt.Errorf("%d events, none AllocationFailed", len(evs.Items))
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	moved.ResourceVersion = cur.ResourceVersion
-	start := time.Now()
-	if _, err := eps.Update(ctx, moved, metav1.UpdateOptions{}); err != nil {
+	t.Logf("default/lb-tiny-2: AllocationFailed: %s", msg)
+	if !strings.Contains(msg, "tiny") {
+		t.Errorf("the Event %q does not name the pool", msg)
+	}
+	if svc, err := l.Kube.CoreV1().Services("default").Get(ctx, "lb-tiny-2", metav1.GetOptions{}); err != nil || len(svc.Status.LoadBalancer.Ingress) != 0 {
+		t.Errorf("default/lb-tiny-2 with its pool exhausted: %v, ingress %v, want pending", err, svc.Status.LoadBalancer.Ingress)
+	}
+	if err := l.Kube.CoreV1().Services("default").Delete(ctx, "lb-tiny-1", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitHops(tor83, []string{c.IP.String()})
-	waitHops(tor94, []string{tor83.LinkAddr.Addr().String()})
-	t.Logf("endpoint moved to %s: advertisement moved in %s", c.Name, time.Since(start).Round(time.Millisecond))
+	if ip := lbAddress(ctx, t, l, "lb-tiny-2", 30*time.Second); ip.String() != tiny {
+		t.Errorf("after lb-tiny-1 went, default/lb-tiny-2 got %s, want %s", ip, tiny)
+	}
+}
 
-	if err := svcs.Delete(ctx, svc.Name, metav1.DeleteOptions{}); err != nil {
+// lbLeader returns the node whose agent holds the allocator's Lease.
+func lbLeader(ctx context.Context, t *testing.T, l *lab.Lab) *lab.Node {
+	t.Helper()
+	lease, err := l.Kube.CoordinationV1().Leases("kube-system").Get(ctx, "route-agent-lbipam", metav1.GetOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	_ = eps.Delete(ctx, "lb-local-1", metav1.DeleteOptions{})
-	waitHops(tor94, nil)
-	waitHops(tor83, nil)
+	for _, n := range l.Nodes {
+		if lease.Spec.HolderIdentity != nil && *lease.Spec.HolderIdentity == n.Name {
+			return n
+		}
+	}
+	t.Fatalf("the Lease route-agent-lbipam is held by %v, not by a lab node", lease.Spec.HolderIdentity)
+	return nil
+}
+
+// Killing the allocating agent hands allocation to another agent once its
+// Lease expires: the existing Service keeps its address, and a Service
+// created meanwhile gets a different one.
+func TestLoadBalancerLeaderKilled(t *testing.T) {
+	ctx := testContext(t)
+	l := theLab
+	waitAllRoutes(ctx, t, l)
+	lbService(ctx, t, l, "lb-before", corev1.ServiceExternalTrafficPolicyCluster, lab.EchoPort, nil)
+	before := lbAddress(ctx, t, l, "lb-before", time.Minute)
+	leader := lbLeader(ctx, t, l)
+	t.Logf("allocator on %s; default/lb-before has %s", leader.Name, before)
+	if err := l.KillAgent(leader); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if l.AgentRunning(leader) {
+			return
+		}
+		ctx := context.Background()
+		if err := l.StartAgent(ctx, leader); err != nil {
+			t.Errorf("restarting %s's agent: %v", leader.Name, err)
+			return
+		}
+		if err := l.WaitEstablished(ctx, leader, leader.Router, settle); err != nil {
+			t.Error(err)
+		}
+	})
+	killed := time.Now()
+	lbService(ctx, t, l, "lb-after", corev1.ServiceExternalTrafficPolicyCluster, lab.EchoPort, nil)
+	// The Lease lasts 15 s; the new leader re-reads every assignment first.
+	after := lbAddress(ctx, t, l, "lb-after", time.Minute)
+	t.Logf("default/lb-after got %s %s after the leader was killed", after, time.Since(killed).Round(100*time.Millisecond))
+	if now := lbLeader(ctx, t, l); now == leader {
+		t.Errorf("the Lease is still held by the killed agent on %s", leader.Name)
+	}
+	if after == before {
+		t.Errorf("the new leader handed out %s again", after)
+	}
+	if got := lbAddress(ctx, t, l, "lb-before", time.Second); got != before {
+		t.Errorf("default/lb-before changed from %s to %s across the leader change", before, got)
+	}
+}
+
+// A Service deleted while its advertising agent is dead (kill -9) stays in
+// the ToR's table only as a stale path: the restarted agent re-advertises
+// what is current and sends End-of-RIB, after which the ToR holds exactly
+// that, without the deleted Service.
+func TestGracefulRestartForgetsWhatWentWhileDown(t *testing.T) {
+	ctx := testContext(t)
+	l := theLab
+	waitAllRoutes(ctx, t, l)
+	a := l.Nodes[0]
+	lbService(ctx, t, l, "lb-gr", corev1.ServiceExternalTrafficPolicyLocal, lab.EchoPort, nil)
+	ip := lbAddress(ctx, t, l, "lb-gr", time.Minute)
+	prefix := netip.PrefixFrom(ip, 32).String()
+	setEndpoint(ctx, t, l, "lb-gr", podOf(t, l, a))
+	waitHops(ctx, t, a.Router, prefix, a.IP.String())
+
+	if err := l.KillAgent(a); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !l.AgentRunning(a) {
+			_ = l.StartAgent(context.Background(), a)
+		}
+	})
+	for _, p := range []string{prefix, a.PodCIDR.String()} {
+		err := lab.WaitFor(ctx, settle, p+" stale on "+a.Router.Name, func() error {
+			st, err := stalePaths(ctx, a.Router, p)
+			if err != nil {
+				return err
+			}
+			if len(st) != 1 || !st[0] {
+				return fmt.Errorf("paths stale: %v", st)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Kube.CoreV1().Services("default").Delete(ctx, "lb-gr", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Kube.DiscoveryV1().EndpointSlices("default").Delete(ctx, "lb-gr-1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if st, err := stalePaths(ctx, a.Router, prefix); err != nil || len(st) != 1 || !st[0] {
+		t.Fatalf("with the agent dead, %s on %s: stale %v (%v), want kept as stale", prefix, a.Router.Name, st, err)
+	}
+	start := time.Now()
+	if err := l.StartAgent(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	waitHops(ctx, t, a.Router, prefix)
+	gone := time.Since(start)
+	err := lab.WaitFor(ctx, settle, a.PodCIDR.String()+" fresh on "+a.Router.Name, func() error {
+		st, err := stalePaths(ctx, a.Router, a.PodCIDR.String())
+		if err != nil {
+			return err
+		}
+		if len(st) != 1 || st[0] {
+			return fmt.Errorf("paths stale: %v", st)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("restarted agent: %s gone from %s %s after the start (pod CIDR fresh after %s)",
+		prefix, a.Router.Name, gone.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 }
 
 func slicesEqual(a, b []string) bool { return len(a) == len(b) && (len(a) == 0 || slices.Equal(a, b)) }

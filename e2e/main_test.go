@@ -44,8 +44,13 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	kubeProxy, err := lab.KubeProxy(ctx, root, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	start := time.Now()
-	theLab, err = lab.Up(ctx, lab.Options{KubeAPIServer: apiserver, RepoRoot: root, Out: os.Stderr})
+	theLab, err = lab.Up(ctx, lab.Options{KubeAPIServer: apiserver, KubeProxy: kubeProxy, RepoRoot: root, Out: os.Stderr})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: bringing up the lab:", err)
 		return 1

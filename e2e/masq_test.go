@@ -28,7 +28,13 @@ var echoFrom = regexp.MustCompile(`(tcp|udp) from (\S+)`)
 // sourcesSeen returns the sources the outside host's echo responder logged
 // for proto since mark lines of its log had been written.
 func sourcesSeen(l *lab.Lab, proto string, mark int) []netip.AddrPort {
-	lines := strings.Split(strings.TrimSpace(l.EchoLog(l.Outside, 100000)), "\n")
+	return echoSources(l, l.Outside, proto, mark)
+}
+
+// echoSources returns the sources p's echo responder logged for proto
+// since mark lines of its log had been written.
+func echoSources(l *lab.Lab, p *lab.Pod, proto string, mark int) []netip.AddrPort {
+	lines := strings.Split(strings.TrimSpace(l.EchoLog(p, 100000)), "\n")
 	var out []netip.AddrPort
 	for _, line := range lines[min(mark, len(lines)):] {
 		m := echoFrom.FindStringSubmatch(line)
@@ -42,8 +48,11 @@ func sourcesSeen(l *lab.Lab, proto string, mark int) []netip.AddrPort {
 	return out
 }
 
-func outsideMark(l *lab.Lab) int {
-	return len(strings.Split(strings.TrimSpace(l.EchoLog(l.Outside, 100000)), "\n"))
+func outsideMark(l *lab.Lab) int { return echoMark(l, l.Outside) }
+
+// echoMark is where p's echo log ends now, for echoSources.
+func echoMark(l *lab.Lab, p *lab.Pod) int {
+	return len(strings.Split(strings.TrimSpace(l.EchoLog(p, 100000)), "\n"))
 }
 
 // checkOutsideSees echoes over proto from pod to the outside host and

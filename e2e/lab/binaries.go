@@ -16,6 +16,19 @@ var kubernetesRequire = regexp.MustCompile(`(?m)^\s*k8s\.io/kubernetes (v\S+)`)
 // at the version its go.mod requires. The binary is cached outside the
 // repository, keyed by version, because the first build takes minutes.
 func KubeAPIServer(ctx context.Context, repoRoot string, out io.Writer) (string, error) {
+	return kubernetesTool(ctx, repoRoot, "kube-apiserver", out)
+}
+
+// KubeProxy returns a kube-proxy built and cached as KubeAPIServer is: the
+// lab's nodes run the real one, so LoadBalancer traffic takes the path it
+// takes in a cluster.
+func KubeProxy(ctx context.Context, repoRoot string, out io.Writer) (string, error) {
+	return kubernetesTool(ctx, repoRoot, "kube-proxy", out)
+}
+
+// kubernetesTool builds k8s.io/kubernetes/cmd/<name>, one of the tools
+// module's tool directives, into the user cache, once per version.
+func kubernetesTool(ctx context.Context, repoRoot, name string, out io.Writer) (string, error) {
 	tools := filepath.Join(repoRoot, "e2e", "tools")
 	mod, err := os.ReadFile(filepath.Join(tools, "go.mod"))
 	if err != nil {
@@ -29,7 +42,7 @@ func KubeAPIServer(ctx context.Context, repoRoot string, out io.Writer) (string,
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(cache, "route-agent", "kube-apiserver-"+string(m[1]))
+	bin := filepath.Join(cache, "route-agent", name+"-"+string(m[1]))
 	if _, err := os.Stat(bin); err == nil {
 		return bin, nil
 	}
@@ -37,15 +50,15 @@ func KubeAPIServer(ctx context.Context, repoRoot string, out io.Writer) (string,
 		return "", err
 	}
 	if out != nil {
-		fmt.Fprintf(out, "building kube-apiserver %s into %s (several minutes, once)\n", m[1], bin)
+		fmt.Fprintf(out, "building %s %s into %s (several minutes, once)\n", name, m[1], bin)
 	}
 	tmp := bin + ".partial"
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", tmp, "k8s.io/kubernetes/cmd/kube-apiserver")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", tmp, "k8s.io/kubernetes/cmd/"+name)
 	cmd.Dir = tools
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Run(); err != nil {
 		os.Remove(tmp)
-		return "", fmt.Errorf("building kube-apiserver: %w", err)
+		return "", fmt.Errorf("building %s: %w", name, err)
 	}
 	return bin, os.Rename(tmp, bin)
 }

@@ -138,10 +138,15 @@ func (l *Lab) EchoLog(p *Pod, lines int) string {
 // while neighbours are resolved; a refusal (ICMP port unreachable) is not
 // retried.
 func Echo(ctx context.Context, from *Pod, to netip.Addr, proto string) error {
+	return EchoAt(ctx, from, netip.AddrPortFrom(to, EchoPort), proto)
+}
+
+// EchoAt is Echo to another port than the responders' own: a Service's
+// port that kube-proxy translates to EchoPort.
+func EchoAt(ctx context.Context, from *Pod, target netip.AddrPort, proto string) error {
 	if proto != "tcp" && proto != "udp" {
 		return fmt.Errorf("echo: protocol %q, want tcp or udp", proto)
 	}
-	target := netip.AddrPortFrom(to, EchoPort)
 	fail := func(err error) error {
 		return fmt.Errorf("echo over %s from pod %s (%s) to %s: %w", proto, from.Name, from.IP, target, err)
 	}

@@ -281,20 +281,20 @@ func (l *Lab) createNode(ctx context.Context, n *Node) error {
 	return nil
 }
 
-// agentKubeconfig writes a kubeconfig holding a token for the agent's
-// ServiceAccount, so the agent has exactly the rights deploy/rbac.yaml
-// gives it.
-func (l *Lab) agentKubeconfig(ctx context.Context, path string) error {
-	tr, err := l.Kube.CoreV1().ServiceAccounts(agentNamespace).CreateToken(ctx, agentServiceAccount,
+// tokenKubeconfig writes a kubeconfig holding a token for the
+// ServiceAccount kube-system/sa, so its holder has exactly that account's
+// rights (for the agent: what deploy/rbac.yaml gives it).
+func (l *Lab) tokenKubeconfig(ctx context.Context, sa, path string) error {
+	tr, err := l.Kube.CoreV1().ServiceAccounts(agentNamespace).CreateToken(ctx, sa,
 		&authv1.TokenRequest{Spec: authv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](24 * 3600)}},
 		metav1.CreateOptions{})
 	if err != nil {
-		return fmt.Errorf("requesting a token for serviceaccount %s/%s: %w", agentNamespace, agentServiceAccount, err)
+		return fmt.Errorf("requesting a token for serviceaccount %s/%s: %w", agentNamespace, sa, err)
 	}
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters["lab"] = &clientcmdapi.Cluster{Server: l.restConfig.Host, CertificateAuthorityData: l.caPEM}
-	cfg.AuthInfos["route-agent"] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
-	cfg.Contexts["lab"] = &clientcmdapi.Context{Cluster: "lab", AuthInfo: "route-agent"}
+	cfg.AuthInfos[sa] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
+	cfg.Contexts["lab"] = &clientcmdapi.Context{Cluster: "lab", AuthInfo: sa}
 	cfg.CurrentContext = "lab"
 	return clientcmd.WriteToFile(*cfg, path)
 }

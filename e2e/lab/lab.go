@@ -42,6 +42,9 @@ type Options struct {
 	BinDir string
 	// KubeAPIServer is the kube-apiserver binary (see KubeAPIServer()).
 	KubeAPIServer string
+	// KubeProxy is the kube-proxy binary (see KubeProxy()) each node runs;
+	// empty runs none, and LoadBalancer traffic goes nowhere.
+	KubeProxy string
 	// RepoRoot is the repository, for deploy/.
 	RepoRoot string
 	// Out receives progress lines; nil discards them.
@@ -172,6 +175,17 @@ func Up(ctx context.Context, opts Options) (l *Lab, err error) {
 		return l, err
 	}
 	l.logf("both ToRs hold every node's pod CIDR")
+	if l.opts.KubeProxy != "" {
+		if err := l.setupKubeProxy(ctx); err != nil {
+			return l, err
+		}
+		for _, n := range l.Nodes {
+			l.logf("starting kube-proxy (%s mode) on %s", KubeProxyMode, n.Name)
+			if err := l.startKubeProxy(ctx, n); err != nil {
+				return l, err
+			}
+		}
+	}
 	if err := l.startEcho(ctx, l.Outside); err != nil {
 		return l, err
 	}
@@ -281,6 +295,8 @@ func (l *Lab) buildOutside(ctx context.Context) error {
 		{tor94.NS, "addr", "add", outsideGW.String() + "/" + bits, "dev", "ext0"},
 		{ns, "addr", "add", OutsideIP.String() + "/" + bits, "dev", "eth0"},
 		{ns, "route", "add", nodesPrefix.String(), "via", outsideGW.String()},
+		// LoadBalancer addresses are what the outside reaches the cluster by.
+		{ns, "route", "add", LBPool, "via", outsideGW.String()},
 		{tor83.NS, "route", "add", OutsidePrefix.String(), "via", tor94.LinkAddr.Addr().String()},
 	} {
 		if err := ip(ctx, c[0], c[1:]...); err != nil {
@@ -343,7 +359,7 @@ func (l *Lab) StartAgent(ctx context.Context, n *Node) error {
 		return err
 	}
 	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := l.agentKubeconfig(ctx, kubeconfig); err != nil {
+	if err := l.tokenKubeconfig(ctx, agentServiceAccount, kubeconfig); err != nil {
 		return err
 	}
 	n.Socket = filepath.Join(dir, "agent.sock")

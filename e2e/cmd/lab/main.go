@@ -43,7 +43,11 @@ func run(ctx context.Context, exit bool) error {
 	if err != nil {
 		return err
 	}
-	l, err := lab.Up(ctx, lab.Options{KubeAPIServer: apiserver, RepoRoot: root, Out: os.Stdout})
+	kubeProxy, err := lab.KubeProxy(ctx, root, os.Stdout)
+	if err != nil {
+		return err
+	}
+	l, err := lab.Up(ctx, lab.Options{KubeAPIServer: apiserver, KubeProxy: kubeProxy, RepoRoot: root, Out: os.Stdout})
 	if err != nil {
 		return err
 	}
