@@ -398,17 +398,7 @@ func TestGracefulRestartForgetsWhatWentWhileDown(t *testing.T) {
 		}
 	})
 	for _, p := range []string{prefix, a.PodCIDR.String()} {
-		err := lab.WaitFor(ctx, settle, p+" stale on "+a.Router.Name, func() error {
-			st, err := stalePaths(ctx, a.Router, p)
-			if err != nil {
-				return err
-			}
-			if len(st) != 1 || !st[0] {
-				return fmt.Errorf("paths stale: %v", st)
-			}
-			return nil
-		})
-		if err != nil {
+		if err := waitStale(ctx, a.Router, p, true); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -428,17 +418,7 @@ func TestGracefulRestartForgetsWhatWentWhileDown(t *testing.T) {
 	}
 	waitHops(ctx, t, a.Router, prefix)
 	gone := time.Since(start)
-	err := lab.WaitFor(ctx, settle, a.PodCIDR.String()+" fresh on "+a.Router.Name, func() error {
-		st, err := stalePaths(ctx, a.Router, a.PodCIDR.String())
-		if err != nil {
-			return err
-		}
-		if len(st) != 1 || st[0] {
-			return fmt.Errorf("paths stale: %v", st)
-		}
-		return nil
-	})
-	if err != nil {
+	if err := waitStale(ctx, a.Router, a.PodCIDR.String(), false); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("restarted agent: %s gone from %s %s after the start (pod CIDR fresh after %s)",

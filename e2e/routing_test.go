@@ -517,6 +517,22 @@ func stalePaths(ctx context.Context, r *lab.Router, prefix string) ([]bool, erro
 	return out, nil
 }
 
+// waitStale waits until r has exactly one path to prefix, stale or fresh
+// as stale says (graceful restart keeps a dead agent's paths as stale).
+func waitStale(ctx context.Context, r *lab.Router, prefix string, stale bool) error {
+	what := map[bool]string{true: " stale on ", false: " fresh on "}[stale]
+	return lab.WaitFor(ctx, settle, prefix+what+r.Name, func() error {
+		st, err := stalePaths(ctx, r, prefix)
+		if err != nil {
+			return err
+		}
+		if len(st) != 1 || st[0] != stale {
+			return fmt.Errorf("paths stale: %v", st)
+		}
+		return nil
+	})
+}
+
 // Killing both agents of rack 94 with -9 and starting them again loses no
 // packet between pods on the two rack-94 nodes (their direct routes stay in
 // the kernel and are adopted), nor across the racks: the ToR keeps a dead
@@ -545,17 +561,7 @@ func TestKill9KeepsTraffic(t *testing.T) {
 	}
 	// Dead, but the ToR keeps their routes, stale.
 	for _, n := range []*lab.Node{a, b} {
-		err := lab.WaitFor(ctx, settle, n.PodCIDR.String()+" stale on "+n.Router.Name, func() error {
-			st, err := stalePaths(ctx, n.Router, n.PodCIDR.String())
-			if err != nil {
-				return err
-			}
-			if len(st) != 1 || !st[0] {
-				return fmt.Errorf("paths stale: %v", st)
-			}
-			return nil
-		})
-		if err != nil {
+		if err := waitStale(ctx, n.Router, n.PodCIDR.String(), true); err != nil {
 			t.Error(err)
 		}
 	}
@@ -572,17 +578,7 @@ func TestKill9KeepsTraffic(t *testing.T) {
 	}
 	waitAllRoutes(ctx, t, l)
 	for _, n := range []*lab.Node{a, b} {
-		err := lab.WaitFor(ctx, settle, n.PodCIDR.String()+" fresh again on "+n.Router.Name, func() error {
-			st, err := stalePaths(ctx, n.Router, n.PodCIDR.String())
-			if err != nil {
-				return err
-			}
-			if len(st) != 1 || st[0] {
-				return fmt.Errorf("paths stale: %v", st)
-			}
-			return nil
-		})
-		if err != nil {
+		if err := waitStale(ctx, n.Router, n.PodCIDR.String(), false); err != nil {
 			t.Error(err)
 		}
 	}
