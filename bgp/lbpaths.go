@@ -45,6 +45,8 @@ func LBStatuses(s *snapshot.Snapshot) []LBStatus {
 		down = "LB IP announcement disabled (--bgp-announce-lb-ip=false)"
 	case s.Self == nil:
 		down = "this node's Node object has not been seen"
+	case s.BGP.Source == "":
+		down = "BGP is disabled on this node (--bgp-config is empty)"
 	case s.BGP.Config == nil:
 		down = "no bgp-config in force"
 	default:
@@ -92,6 +94,7 @@ func planLB(s *snapshot.Snapshot) lbPlan {
 		cfg = s.BGP.Config
 	}
 	byPrefix := map[netip.Prefix]*lbAttrs{}
+	var warnings warningGroups
 	for _, svc := range s.Services {
 		st := LBStatus{Namespace: svc.Namespace, Name: svc.Name, Addresses: slices.Clone(svc.Ingress)}
 		var reasons []string
@@ -122,11 +125,11 @@ func planLB(s *snapshot.Snapshot) lbPlan {
 		}
 		var pools []string
 		for _, ip := range svc.Ingress {
-			adds, pool, reason, warnings := lbAddress(s.Self, cfg, svc, ip)
+			adds, pool, reason, ws := lbAddress(s.Self, cfg, svc, ip)
 			if pool != "" && !slices.Contains(pools, pool) {
 				pools = append(pools, pool)
 			}
-			out.warnings = append(out.warnings, warnings...)
+			warnings.add(ws...)
 			if reason != "" {
 				reasons = append(reasons, reason)
 				continue
@@ -148,6 +151,7 @@ func planLB(s *snapshot.Snapshot) lbPlan {
 		st.Reason = strings.Join(reasons, "; ")
 		out.statuses = append(out.statuses, st)
 	}
+	out.warnings = warnings.lines()
 	for prefix, a := range byPrefix {
 		out.paths = append(out.paths, Path{Prefix: prefix, NextHop: a.nextHop, Attrs: Attrs{
 			// The speaker hands LOCAL_PREF to GoBGP for every peer; GoBGP
@@ -176,11 +180,11 @@ func merge(a, b *lbAttrs) {
 // pool's advertisements with their attributes, or the reason it is not
 // announced, and warnings about problems an operator should fix. pool is
 // the name of the pool holding ip, "" when none does.
-func lbAddress(self *snapshot.Node, cfg *bgpconfig.Config, svc snapshot.Service, ip netip.Addr) (adds map[netip.Prefix]*lbAttrs, pool, reason string, warnings []string) {
+func lbAddress(self *snapshot.Node, cfg *bgpconfig.Config, svc snapshot.Service, ip netip.Addr) (adds map[netip.Prefix]*lbAttrs, pool, reason string, warnings []lbWarning) {
 	p := poolOf(cfg, ip)
 	if p == nil {
 		return nil, "", fmt.Sprintf("address %s outside every bgp pool", ip),
-			[]string{fmt.Sprintf("service %s/%s: address %s not advertised: it lies in no address pool of the bgp-config", svc.Namespace, svc.Name, ip)}
+			[]lbWarning{{"no pool", fmt.Sprintf("service %s/%s: address %s not advertised: it lies in no address pool of the bgp-config", svc.Namespace, svc.Name, ip)}}
 	}
 	if p.Protocol != bgpconfig.ProtocolBGP {
 		// Not a mistake: another speaker answers for that pool.
@@ -189,8 +193,8 @@ func lbAddress(self *snapshot.Node, cfg *bgpconfig.Config, svc snapshot.Service,
 	nh, ok := self.InternalIP(ip.Is6())
 	if !ok {
 		return nil, p.Name, fmt.Sprintf("address %s: node has no %s InternalIP", ip, ipFamily(ip)),
-			[]string{fmt.Sprintf("service %s/%s: address %s not advertised: node %s has no %s InternalIP",
-				svc.Namespace, svc.Name, ip, self.Name, ipFamily(ip))}
+			[]lbWarning{{"no InternalIP " + ipFamily(ip), fmt.Sprintf("service %s/%s: address %s not advertised: node %s has no %s InternalIP",
+				svc.Namespace, svc.Name, ip, self.Name, ipFamily(ip))}}
 	}
 	adds = map[netip.Prefix]*lbAttrs{}
 	var clashes []string
@@ -204,8 +208,8 @@ func lbAddress(self *snapshot.Node, cfg *bgpconfig.Config, svc snapshot.Service,
 		// the pod CIDR path, or give it the Service's attributes.
 		if slices.Contains(self.PodCIDRs, prefix) {
 			clashes = append(clashes, prefix.String())
-			warnings = append(warnings, fmt.Sprintf("service %s/%s: prefix %s of address %s not advertised: pool %q aggregates it to this node's pod CIDR",
-				svc.Namespace, svc.Name, prefix, ip, p.Name))
+			warnings = append(warnings, lbWarning{"pod CIDR " + p.Name, fmt.Sprintf("service %s/%s: prefix %s of address %s not advertised: pool %q aggregates it to this node's pod CIDR",
+				svc.Namespace, svc.Name, prefix, ip, p.Name)})
 			continue
 		}
 		a := &lbAttrs{nextHop: nh, localPref: ad.LocalPref, communities: slices.Clone(ad.Communities)}
@@ -219,6 +223,46 @@ func lbAddress(self *snapshot.Node, cfg *bgpconfig.Config, svc snapshot.Service,
 		return nil, p.Name, fmt.Sprintf("address %s: prefix %s is this node's pod CIDR", ip, strings.Join(clashes, ", ")), warnings
 	}
 	return adds, p.Name, "", warnings
+}
+
+// lbWarning is a warning about one address of one Service; kind names its
+// cause.
+type lbWarning struct{ kind, text string }
+
+// warningGroups says each cause once: with thousands of Services outside
+// every pool, a line each would flood the log and routectl status (and
+// writing them out cost as much as planning), while routectl services
+// names every Service anyway.
+type warningGroups struct {
+	kinds []string
+	first map[string]string
+	count map[string]int
+}
+
+func (g *warningGroups) add(ws ...lbWarning) {
+	for _, w := range ws {
+		if g.count == nil {
+			g.first, g.count = map[string]string{}, map[string]int{}
+		}
+		if g.count[w.kind] == 0 {
+			g.kinds = append(g.kinds, w.kind)
+			g.first[w.kind] = w.text
+		}
+		g.count[w.kind]++
+	}
+}
+
+// lines returns one warning per cause, in the order they were first met.
+func (g *warningGroups) lines() []string {
+	var out []string
+	for _, k := range g.kinds {
+		line := g.first[k]
+		if n := g.count[k]; n > 1 {
+			line += fmt.Sprintf(" (and %d more addresses for the same reason; routectl services lists each Service)", n-1)
+		}
+		out = append(out, line)
+	}
+	return out
 }
 
 func ipFamily(a netip.Addr) string {

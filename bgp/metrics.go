@@ -41,11 +41,16 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	peers, err := c.s.Peers(ctx)
-	if err != nil {
-		ch <- prometheus.NewInvalidMetric(sessionUpDesc, err)
+	// A node without BGP (--bgp-config "") has no speaker, but still the
+	// ip-masq-agent config metrics below.
+	var peers []PeerStatus
+	if c.s != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var err error
+		if peers, err = c.s.Peers(ctx); err != nil {
+			ch <- prometheus.NewInvalidMetric(sessionUpDesc, err)
+		}
 	}
 	seen := map[string]bool{}
 	for _, p := range peers {
@@ -57,8 +62,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(advertisedDesc, prometheus.GaugeValue, float64(p.Advertised), p.PeerAddress, p.Family)
 	}
 	if s := c.snap(); s.Synced {
-		ch <- prometheus.MustNewConstMetric(configLoadedDesc, prometheus.GaugeValue, boolValue(s.BGP.Config != nil), s.BGP.Source)
-		ch <- prometheus.MustNewConstMetric(configStaleDesc, prometheus.GaugeValue, boolValue(s.BGP.Err != nil), s.BGP.Source)
+		if s.BGP.Source != "" {
+			ch <- prometheus.MustNewConstMetric(configLoadedDesc, prometheus.GaugeValue, boolValue(s.BGP.Config != nil), s.BGP.Source)
+			ch <- prometheus.MustNewConstMetric(configStaleDesc, prometheus.GaugeValue, boolValue(s.BGP.Err != nil), s.BGP.Source)
+		}
 		// The ip-masq-agent ConfigMap is rejected and kept the same way;
 		// one family of metrics serves both.
 		if m := s.IPMasq; m.Source != "" {

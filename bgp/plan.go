@@ -115,7 +115,8 @@ func (c Communities) Values() []uint32 {
 }
 
 // Plan computes the desired BGP state of the snapshot's node. It returns
-// warnings for problems that do not stop the plan. It does no I/O.
+// warnings for problems that do not stop the plan. It does no I/O. With no
+// bgp-config in force, or BGP off on this node, it is the zero Desired.
 //
 // running is the speaker's Global now. Changing the speaker's ASN or
 // router-id restarts it and drops every session, so Plan keeps both while
@@ -305,8 +306,12 @@ func carriersHint(a netip.Addr) string {
 // ConfigCheck is the readiness condition of the bgp-config: a
 // configuration is in force, or there is knowingly none. A ConfigMap that
 // exists but has never parsed leaves the node not ready, which also halts a
-// rolling update that would spread the problem.
+// rolling update that would spread the problem. With BGP off (no bgp-config
+// watched: an empty Source) there is nothing to wait for.
 func ConfigCheck(s *snapshot.Snapshot) string {
+	if s.BGP.Source == "" {
+		return ""
+	}
 	if !s.BGP.InForce() {
 		msg := "bgp-config " + s.BGP.Source + " exists but no version of it has been valid"
 		if s.BGP.Err != nil {

@@ -1,6 +1,7 @@
 package bgp
 
 import (
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -1217,5 +1218,32 @@ peers:
 			}
 			checkWarnings(t, warnings, tc.wantWarnings)
 		})
+	}
+}
+
+// With BGP off on the node (--bgp-config "": no bgp-config watched, the
+// snapshot's BGP section zero, the Secrets never read) the plan is the
+// zero Desired, which stops the speaker, and readiness waits for nothing;
+// a bgp-config that is watched but has never parsed still holds it back.
+func TestPlanWithBGPOff(t *testing.T) {
+	s := withServices(snap(worker(nil), nil), lbSvc("web", "192.0.2.10"))
+	s.BGP = snapshot.BGPConfig{}
+	running := Global{ASN: 64513, RouterID: netip.MustParseAddr("10.4.36.10")}
+	got, warnings := Plan(s, running)
+	if diff := cmp.Diff(Desired{}, got, planCmpOpts); diff != "" {
+		t.Errorf("Plan() with BGP off (-want +got):\n%s", diff)
+	}
+	checkWarnings(t, warnings, nil)
+	if r := ConfigCheck(s); r != "" {
+		t.Errorf("ConfigCheck() with BGP off = %q, want ready", r)
+	}
+	if p := PeerSecretProblems(s); p != nil {
+		t.Errorf("PeerSecretProblems() with BGP off = %v, want none", p)
+	}
+
+	never := snap(worker(nil), nil)
+	never.BGP.Present, never.BGP.Err, never.BGP.ErrVersion = true, errors.New("peers[0].peer-asn: missing"), "6"
+	if r := ConfigCheck(never); !strings.Contains(r, "metallb-system/bgp-config exists but no version of it has been valid") {
+		t.Errorf("ConfigCheck() of a bgp-config never valid = %q, want it to wait", r)
 	}
 }

@@ -38,7 +38,9 @@ const IPMasqConfigKey = "config"
 type WatchOptions struct {
 	Client   kubernetes.Interface
 	NodeName string
-	// BGPConfig is the namespace and name of the bgp-config ConfigMap.
+	// BGPConfig is the namespace and name of the bgp-config ConfigMap; a
+	// zero Name watches none: BGP is off on this node, and the snapshot's
+	// BGP section stays zero (Source empty).
 	BGPConfig types.NamespacedName
 	// IPMasqConfig is the ip-masq-agent ConfigMap; a zero Name watches
 	// none.
@@ -104,14 +106,16 @@ func Watch(ctx context.Context, opts WatchOptions, publish func(*snapshot.Cluste
 		return inf.Lister(), nil
 	}
 	b := builder{opts: opts, log: log, nodes: nodeInformer.Lister(), services: services}
-	b.bgp = &configWatch[bgpconfig.Config]{
-		what: "bgp-config", key: BGPConfigKey, ref: opts.BGPConfig, parse: bgpconfig.Parse,
-		summary:      func(c *bgpconfig.Config) []any { return []any{"peers", len(c.Peers)} },
-		lastGoodFile: lastGoodFile, stateDir: opts.StateDir, node: opts.NodeName, events: opts.Events, log: log,
-	}
-	b.bgp.state.Source = opts.BGPConfig.String()
-	if b.bgp.lister, err = watchConfigMap(opts.BGPConfig); err != nil {
-		return err
+	if opts.BGPConfig.Name != "" {
+		b.bgp = &configWatch[bgpconfig.Config]{
+			what: "bgp-config", key: BGPConfigKey, ref: opts.BGPConfig, parse: bgpconfig.Parse,
+			summary:      func(c *bgpconfig.Config) []any { return []any{"peers", len(c.Peers)} },
+			lastGoodFile: lastGoodFile, stateDir: opts.StateDir, node: opts.NodeName, events: opts.Events, log: log,
+		}
+		b.bgp.state.Source = opts.BGPConfig.String()
+		if b.bgp.lister, err = watchConfigMap(opts.BGPConfig); err != nil {
+			return err
+		}
 	}
 	if opts.IPMasqConfig.Name != "" {
 		b.masq = &configWatch[masqconfig.Config]{
@@ -169,7 +173,7 @@ type builder struct {
 	log      *slog.Logger
 	nodes    corelisters.NodeLister
 	services *serviceWatch
-	bgp      *configWatch[bgpconfig.Config]
+	bgp      *configWatch[bgpconfig.Config]  // nil when BGP is off
 	masq     *configWatch[masqconfig.Config] // nil when not watched
 }
 
@@ -196,7 +200,9 @@ func (b *builder) build() *snapshot.Cluster {
 		b.log.Warn(w)
 	}
 	s.Services = services
-	s.BGP = b.bgp.read()
+	if b.bgp != nil {
+		s.BGP = b.bgp.read()
+	}
 	if b.masq != nil {
 		s.IPMasq = b.masq.read()
 	}

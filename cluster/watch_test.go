@@ -112,11 +112,17 @@ func startWatchWith(t *testing.T, client *fake.Clientset, nodeName string, rec e
 // are filled in.
 func startWatchOpts(t *testing.T, opts WatchOptions) *watcher {
 	t.Helper()
+	opts.BGPConfig = bgpConfigName
+	return runWatch(t, opts)
+}
+
+// runWatch is startWatchOpts with BGPConfig as given; Logger is filled in.
+func runWatch(t *testing.T, opts WatchOptions) *watcher {
+	t.Helper()
 	client := opts.Client.(*fake.Clientset)
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &watcher{t: t, client: client, snaps: make(chan *snapshot.Cluster), ctx: ctx}
 	done := make(chan error, 1)
-	opts.BGPConfig = bgpConfigName
 	opts.Logger = slog.New(slog.DiscardHandler)
 	go func() {
 		done <- Watch(ctx, opts, func(s *snapshot.Cluster) {
@@ -762,6 +768,53 @@ func TestWatchLastGoodSurvivesRestart(t *testing.T) {
 	w2.waitFor("the deletion", func(s *snapshot.Cluster) bool { return !s.BGP.Present })
 	if _, err := os.Stat(filepath.Join(dir, lastGoodFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("saved config still there after the ConfigMap was deleted: %v", err)
+	}
+}
+
+// With BGP off (no BGPConfig), no bgp-config is listed or watched, even
+// one that exists: the snapshot's BGP section stays zero through its
+// edits, nothing is saved for it, and nodes and the ip-masq-agent
+// ConfigMap are followed as ever.
+func TestWatchWithoutBGP(t *testing.T) {
+	dir := t.TempDir()
+	masqName := types.NamespacedName{Namespace: "kube-system", Name: "ip-masq-agent"}
+	client := fake.NewSimpleClientset(bgpConfigMap("7", validConfig), nodeSpec{name: "node-a", rv: "1"}.obj(),
+		configMap(masqName, "8", map[string]string{IPMasqConfigKey: "nonMasqueradeCIDRs: [10.0.0.0/8]\n"}))
+	w := runWatch(t, WatchOptions{Client: client, NodeName: "node-a", IPMasqConfig: masqName, StateDir: dir})
+	s := w.waitFor("node-a and the ip-masq-agent config", func(s *snapshot.Cluster) bool {
+		return s.Self != nil && s.IPMasq.AppliedVersion == "8"
+	})
+	if diff := cmp.Diff(snapshot.BGPConfig{}, s.BGP); diff != "" {
+		t.Errorf("BGP with BGP off (-want +got):\n%s", diff)
+	}
+
+	w.updateCM(bgpConfigMap("9", otherConfig))
+	w.updateNode(nodeSpec{name: "node-a", rv: "2", labels: map[string]string{"rack": "94"}})
+	s = w.waitFor("node-a relabelled", func(s *snapshot.Cluster) bool { return s.Self != nil && s.Self.Labels["rack"] == "94" })
+	if diff := cmp.Diff(snapshot.BGPConfig{}, s.BGP); diff != "" {
+		t.Errorf("BGP with BGP off after a bgp-config edit (-want +got):\n%s", diff)
+	}
+
+	var watched []string
+	for _, a := range client.Actions() {
+		if a.GetResource().Resource != "configmaps" || (a.GetVerb() != "list" && a.GetVerb() != "watch") {
+			continue
+		}
+		var sel string
+		switch a := a.(type) {
+		case k8stesting.ListAction:
+			sel = a.GetListRestrictions().Fields.String()
+		case k8stesting.WatchAction:
+			sel = a.GetWatchRestrictions().Fields.String()
+		}
+		watched = append(watched, a.GetVerb()+" "+a.GetNamespace()+" "+sel)
+	}
+	want := []string{"list kube-system metadata.name=ip-masq-agent", "watch kube-system metadata.name=ip-masq-agent"}
+	if diff := cmp.Diff(want, watched); diff != "" {
+		t.Errorf("ConfigMap lists and watches (-want +got):\n%s", diff)
+	}
+	if _, err := os.Stat(filepath.Join(dir, lastGoodFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a last good bgp-config was saved with BGP off: %v", err)
 	}
 }
 

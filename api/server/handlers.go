@@ -51,7 +51,8 @@ type Masquerade interface {
 // Handlers answer routectl from what the agent last saw and did.
 type Handlers struct {
 	apiv1.UnimplementedAgentServer
-	Engine  Engine
+	Engine Engine
+	// Speaker is nil when BGP is disabled on this node (--bgp-config "").
 	Speaker Speaker
 	Routing Routing
 	// Masquerade is nil when masquerading is off.
@@ -61,8 +62,10 @@ type Handlers struct {
 // Status implements apiv1.AgentServer.
 func (h *Handlers) Status(context.Context, *apiv1.StatusRequest) (*apiv1.StatusResponse, error) {
 	r := &apiv1.StatusResponse{Version: version.Version, Commit: version.Commit}
-	if g := h.Speaker.Global(); g.ASN != 0 {
-		r.BgpAsn, r.BgpRouterId = g.ASN, g.RouterID.String()
+	if h.Speaker != nil {
+		if g := h.Speaker.Global(); g.ASN != 0 {
+			r.BgpAsn, r.BgpRouterId = g.ASN, g.RouterID.String()
+		}
 	}
 	r.Ready, r.NotReadyReasons = h.Engine.Ready()
 	for _, st := range h.Engine.Status() {
@@ -86,7 +89,11 @@ func (h *Handlers) Status(context.Context, *apiv1.StatusRequest) (*apiv1.StatusR
 			r.PodCidrs = append(r.PodCidrs, c.String())
 		}
 	}
-	r.BgpConfig = configStatus(s.BGP.Source, s.BGP.Present, s.BGP.AppliedVersion, s.BGP.ErrVersion, s.BGP.Err)
+	// Left out when BGP is disabled: routectl says so rather than report a
+	// bgp-config that is not looked for.
+	if h.Speaker != nil {
+		r.BgpConfig = configStatus(s.BGP.Source, s.BGP.Present, s.BGP.AppliedVersion, s.BGP.ErrVersion, s.BGP.Err)
+	}
 	if s.IPMasq.Source != "" {
 		r.IpMasqConfig = configStatus(s.IPMasq.Source, s.IPMasq.Present, s.IPMasq.AppliedVersion, s.IPMasq.ErrVersion, s.IPMasq.Err)
 	}
@@ -178,8 +185,15 @@ func (h *Handlers) ListNAT(context.Context, *apiv1.ListNATRequest) (*apiv1.ListN
 	return r, nil
 }
 
+// errBGPDisabled answers the BGP calls of a node that runs without BGP.
+var errBGPDisabled = status.Error(codes.FailedPrecondition,
+	"BGP is disabled on this node (route-agent --bgp-config is empty; Helm: bgp.enabled=false): it has no sessions, advertises nothing and learns no routes")
+
 // ListBGPPeers implements apiv1.AgentServer.
 func (h *Handlers) ListBGPPeers(ctx context.Context, _ *apiv1.ListBGPPeersRequest) (*apiv1.ListBGPPeersResponse, error) {
+	if h.Speaker == nil {
+		return nil, errBGPDisabled
+	}
 	peers, err := h.Speaker.Peers(ctx)
 	if err != nil {
 		return nil, err
@@ -203,6 +217,9 @@ func (h *Handlers) ListBGPPeers(ctx context.Context, _ *apiv1.ListBGPPeersReques
 
 // ListBGPRoutes implements apiv1.AgentServer.
 func (h *Handlers) ListBGPRoutes(ctx context.Context, r *apiv1.ListBGPRoutesRequest) (*apiv1.ListBGPRoutesResponse, error) {
+	if h.Speaker == nil {
+		return nil, errBGPDisabled
+	}
 	var peer netip.Addr
 	if r.GetPeerAddress() != "" {
 		var err error

@@ -14,7 +14,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	apiv1 "routeagent.io/route-agent/api/v1"
@@ -177,6 +179,40 @@ func TestStatus(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
 		t.Errorf("Status (-want +got):\n%s", diff)
+	}
+}
+
+// On a node without BGP (no Speaker) the status leaves the bgp-config out,
+// so that routectl says BGP is disabled, while routing is reported as
+// ever; the BGP calls fail with a message that says why.
+func TestBGPDisabled(t *testing.T) {
+	self := snapshot.Node{Name: "n1", InternalIPs: []netip.Addr{netip.MustParseAddr("10.4.94.11")}}
+	h := &Handlers{
+		Engine:  fakeEngine{snap: &snapshot.Snapshot{Cluster: snapshot.Cluster{Synced: true, NodeName: "n1", Self: &self}}, ready: true},
+		Routing: fakeRouting{opts: routing.PlanOptions{AutoDirectNodeRoutes: true}},
+	}
+	got, err := h.Status(context.Background(), &apiv1.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.GetBgpConfig() != nil || got.GetBgpAsn() != 0 || got.GetBgpRouterId() != "" {
+		t.Errorf("Status with BGP disabled: bgp config %v, AS %d, router-id %q; want none", got.GetBgpConfig(), got.GetBgpAsn(), got.GetBgpRouterId())
+	}
+	if !got.GetReady() || got.GetRouting().GetMode() != "native" || !got.GetRouting().GetAutoDirectNodeRoutes() {
+		t.Errorf("Status with BGP disabled: ready %v, routing %v; want ready, native with direct routes", got.GetReady(), got.GetRouting())
+	}
+	for name, call := range map[string]func() error{
+		"ListBGPPeers": func() error { _, err := h.ListBGPPeers(context.Background(), &apiv1.ListBGPPeersRequest{}); return err },
+		"ListBGPRoutes": func() error {
+			_, err := h.ListBGPRoutes(context.Background(), &apiv1.ListBGPRoutesRequest{Direction: apiv1.ListBGPRoutesRequest_RECEIVED})
+			return err
+		},
+	} {
+		err := call()
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "BGP is disabled on this node") ||
+			!strings.Contains(err.Error(), "--bgp-config is empty") {
+			t.Errorf("%s with BGP disabled = %v, want FailedPrecondition saying BGP is disabled and why", name, err)
+		}
 	}
 }
 

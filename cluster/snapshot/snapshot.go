@@ -51,7 +51,9 @@ type Cluster struct {
 	Self *Node
 	// Nodes holds every node, sorted by name.
 	Nodes []Node
-	BGP   BGPConfig
+	// BGP is the bgp-config ConfigMap; its Source is empty when BGP is
+	// disabled on this node (--bgp-config "").
+	BGP BGPConfig
 	// IPMasq is the ip-masq-agent ConfigMap; its Source is empty when the
 	// agent does not watch one.
 	IPMasq IPMasqConfig

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -62,7 +63,10 @@ type options struct {
 
 	masq masqFlags
 
-	lbIPAM    bool
+	lbIPAM bool
+	// lbIPAMSet is true when --lb-ipam was given, on the command line or
+	// in the environment, rather than left at its default.
+	lbIPAMSet bool
 	namespace string
 
 	announcePodCIDR bool
@@ -88,6 +92,7 @@ ROUTE_AGENT_TUNNEL_PROTOCOL; the command line wins.`,
 			if err := flagsFromEnv(cmd.Flags()); err != nil {
 				return err
 			}
+			o.lbIPAMSet = given(cmd.Flags(), "lb-ipam")
 			return run(cmd.Context(), o)
 		},
 	}
@@ -95,7 +100,7 @@ ROUTE_AGENT_TUNNEL_PROTOCOL; the command line wins.`,
 	f.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "name of the Node object of this node (default: $NODE_NAME)")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty means the in-cluster service account")
 	f.StringVar(&o.socket, "api-socket", "/run/route-agent/agent.sock", "unix socket serving the API that routectl uses (created with mode 0600)")
-	f.StringVar(&o.bgpConfig, "bgp-config", "kube-system/bgp-config", "namespace/name of the ConfigMap holding the BGP configuration under key "+cluster.BGPConfigKey)
+	f.StringVar(&o.bgpConfig, "bgp-config", "kube-system/bgp-config", "namespace/name of the ConfigMap holding the BGP configuration under key "+cluster.BGPConfigKey+`; empty: no BGP on this node (no sessions, no advertised paths, no learned routes, and --lb-ipam defaults to false)`)
 	f.DurationVar(&o.resync, "resync-period", 5*time.Minute, "how often every part plans and applies again without a change, repairing drift no event reported")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.stateDir, "state-dir", "/run/route-agent", "directory keeping the last good bgp-config, so a restart while the ConfigMap holds a rejected edit keeps it running; empty disables")
@@ -111,7 +116,7 @@ ROUTE_AGENT_TUNNEL_PROTOCOL; the command line wins.`,
 	f.StringVar(&o.cniIPAMDir, "cni-ipam-data-dir", "", "host-local IPAM state directory written into the CNI config; empty is the plugin's default (/var/lib/cni/networks)")
 	f.StringVar(&o.sysctlDir, "sysctl-dir", "/proc/sys", "the sysctl tree to set forwarding and rp_filter in (a container's /proc/sys is read-only: mount the host's /proc/sys/net elsewhere)")
 	o.masq.register(f)
-	f.BoolVar(&o.lbIPAM, "lb-ipam", true, "assign LoadBalancer Services addresses from the bgp-config's address-pools (one agent at a time, by leader election on a Lease)")
+	f.BoolVar(&o.lbIPAM, "lb-ipam", true, "assign LoadBalancer Services addresses from the bgp-config's address-pools (one agent at a time, by leader election on a Lease); off without a --bgp-config, which refuses an explicit --lb-ipam=true")
 	f.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", "kube-system"), "the agent's namespace, holding the allocator's Lease and the Secrets a bgp-config peer's password-secret names (default: $POD_NAMESPACE, else kube-system)")
 	f.BoolVar(&o.announcePodCIDR, "bgp-announce-pod-cidr", true, "advertise this node's pod CIDRs over BGP (Helm: bgp.announce.podCIDR)")
 	f.BoolVar(&o.announceLBIP, "bgp-announce-lb-ip", true, "advertise the LoadBalancer IPs of Services in bgp pools over BGP (Helm: bgp.announce.loadbalancerIP)")
@@ -154,9 +159,9 @@ func run(ctx context.Context, o options) error {
 	if !o.masq.enabled() {
 		masqConfig = types.NamespacedName{}
 	}
-	ns, name, ok := strings.Cut(o.bgpConfig, "/")
-	if !ok || ns == "" || name == "" {
-		return fmt.Errorf("--bgp-config %q: want namespace/name", o.bgpConfig)
+	bgpConfigRef, lbIPAM, err := o.bgpOptions()
+	if err != nil {
+		return err
 	}
 	restCfg, err := kubeConfig(o.kubeconfig)
 	if err != nil {
@@ -179,6 +184,10 @@ func run(ctx context.Context, o options) error {
 	}
 	defer os.Remove(o.socket)
 	log.Info("route-agent starting", "node", o.nodeName, "apiSocket", o.socket, "bgpConfig", o.bgpConfig)
+	bgpOn := bgpConfigRef.Name != ""
+	if !bgpOn {
+		log.Info("BGP is disabled (--bgp-config is empty): no sessions, no advertised paths, no learned routes, and no LoadBalancer address allocation (--lb-ipam), whose pools are the bgp-config's")
+	}
 
 	broadcaster := events.NewBroadcaster(&events.EventSinkImpl{Interface: client.EventsV1()})
 	if err := broadcaster.StartRecordingToSinkWithContext(ctx); err != nil {
@@ -197,12 +206,25 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 
-	speaker := bgp.NewSpeaker(log, fail)
+	// Without BGP there is no speaker at all: nothing that could open a
+	// session or listen.
+	var speaker *bgp.Speaker
+	if bgpOn {
+		speaker = bgp.NewSpeaker(log, fail)
+	}
 	// A marker in --state-dir (a tmpfs: a reboot clears it) says an agent
 	// runs; found at start, the last run crashed with its routes in place,
 	// so the first sessions announce a graceful restart.
 	marker := filepath.Join(o.stateDir, "running")
-	if o.stateDir != "" {
+	switch {
+	case o.stateDir == "":
+	case !bgpOn:
+		// A crashed BGP run's routes go at the first reconcile: none for a
+		// later BGP run to announce a graceful restart for.
+		if err := os.Remove(marker); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("--state-dir: %w", err)
+		}
+	default:
 		if _, err := os.Stat(marker); err == nil {
 			log.Info("the last run did not stop cleanly: announcing a graceful restart to the peers")
 			speaker.SetRestarting(true)
@@ -227,22 +249,28 @@ func run(ctx context.Context, o options) error {
 	eng.Update(func(s *snapshot.Snapshot) {
 		s.Announce = snapshot.Announce{PodCIDRsOff: !o.announcePodCIDR, LBIPsOff: !o.announceLBIP}
 		s.Secrets.Namespace = o.namespace
+		// No peer will ever send a table: the routes an earlier run
+		// learned need not wait for one.
+		s.LearnedSettled = !bgpOn
 	})
-	eng.Add(engine.Func("bgp", func(s *snapshot.Snapshot) (bgp.Desired, []string) {
-		return bgp.Plan(s, speaker.Global())
-	}, speaker.Set))
+	if bgpOn {
+		eng.Add(engine.Func("bgp", func(s *snapshot.Snapshot) (bgp.Desired, []string) {
+			return bgp.Plan(s, speaker.Global())
+		}, speaker.Set))
+	}
 	eng.Add(routes)
 	if o.cniConfDir != "" {
 		eng.Add(cni.NewPart(o.cniConfDir, o.cniIPAMDir, routes.MTU, log))
 		// New pods must get a new tunnel MTU at once.
 		routes.OnMTUChange(func() { eng.Kick("cni") })
 	}
-	eng.AddCheck(bgp.ConfigCheck)
 	recorder := broadcaster.NewRecorder(scheme.Scheme, "route-agent")
-	bgpConfigRef := types.NamespacedName{Namespace: ns, Name: name}
-	eng.Add(cluster.SecretEventsPart(recorder, bgpConfigRef, o.nodeName))
+	if bgpOn {
+		eng.AddCheck(bgp.ConfigCheck)
+		eng.Add(cluster.SecretEventsPart(recorder, bgpConfigRef, o.nodeName))
+	}
 	var ipam *lbipam.Controller
-	if o.lbIPAM {
+	if lbIPAM {
 		if ipam, err = newLBIPAM(client, o.namespace, o.nodeName, log); err != nil {
 			return err
 		}
@@ -273,18 +301,23 @@ func run(ctx context.Context, o options) error {
 		})
 	}
 	goRun(func() error {
-		h := &server.Handlers{Engine: eng, Speaker: speaker, Routing: routes}
+		h := &server.Handlers{Engine: eng, Routing: routes}
+		if speaker != nil {
+			h.Speaker = speaker
+		}
 		if masqPart != nil {
 			h.Masquerade = masqPart
 		}
 		return server.Serve(ctx, lis, h, o.shutdownWait/2)
 	})
-	goRun(func() error { return speaker.WatchSessions(ctx) })
-	goRun(func() error {
-		return speaker.WatchLearned(ctx, func(l []snapshot.LearnedRoute, settled bool) {
-			eng.Update(func(s *snapshot.Snapshot) { s.Learned, s.LearnedSettled = l, settled })
+	if speaker != nil {
+		goRun(func() error { return speaker.WatchSessions(ctx) })
+		goRun(func() error {
+			return speaker.WatchLearned(ctx, func(l []snapshot.LearnedRoute, settled bool) {
+				eng.Update(func(s *snapshot.Snapshot) { s.Learned, s.LearnedSettled = l, settled })
+			})
 		})
-	})
+	}
 	goRun(func() error { eng.Run(ctx); return nil })
 	if ipam != nil {
 		goRun(func() error { return ipam.Run(ctx) })
@@ -302,14 +335,17 @@ func run(ctx context.Context, o options) error {
 			eng.Update(func(s *snapshot.Snapshot) { s.Cluster = *c })
 		})
 	})
-	goRun(func() error {
-		return cluster.WatchSecrets(ctx, cluster.SecretsOptions{Client: client, Namespace: o.namespace, Logger: log},
-			func(sec *snapshot.Secrets) { eng.Update(func(s *snapshot.Snapshot) { s.Secrets = *sec }) })
-	})
+	if bgpOn {
+		// Only a bgp-config peer's password-secret names a Secret.
+		goRun(func() error {
+			return cluster.WatchSecrets(ctx, cluster.SecretsOptions{Client: client, Namespace: o.namespace, Logger: log},
+				func(sec *snapshot.Secrets) { eng.Update(func(s *snapshot.Snapshot) { s.Secrets = *sec }) })
+		})
+	}
 	if o.metrics != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-			eng.Collector(), speaker.Collector(eng.Snapshot), routes.Collector())
+			eng.Collector(), routes.Collector(), speaker.Collector(eng.Snapshot))
 		if masqPart != nil {
 			reg.MustRegister(masqPart.Collector())
 		}
@@ -344,6 +380,9 @@ func run(ctx context.Context, o options) error {
 			err = errors.New("shutdown timed out")
 		}
 	}
+	if speaker == nil {
+		return err
+	}
 	stopCtx, stopCancel := context.WithTimeout(context.Background(), o.shutdownWait)
 	defer stopCancel()
 	if serr := speaker.Stop(stopCtx); serr != nil {
@@ -354,6 +393,32 @@ func run(ctx context.Context, o options) error {
 		os.Remove(marker)
 	}
 	return err
+}
+
+// given reports whether a flag was set, on the command line or from its
+// environment variable, rather than left at its default.
+func given(fs *pflag.FlagSet, name string) bool {
+	_, inEnv := os.LookupEnv(envName(name))
+	return fs.Changed(name) || inEnv
+}
+
+// bgpOptions reads --bgp-config: the ConfigMap to watch, or a zero name
+// when it is empty and the node runs without BGP. It also settles
+// --lb-ipam, whose pools are the bgp-config's address-pools: without BGP
+// its default turns off, while an explicit --lb-ipam=true, which could
+// never assign an address, is refused.
+func (o options) bgpOptions() (ref types.NamespacedName, lbIPAM bool, err error) {
+	if o.bgpConfig == "" {
+		if o.lbIPAM && o.lbIPAMSet {
+			return ref, false, errors.New(`--lb-ipam=true needs a bgp-config, whose address-pools it assigns from: with --bgp-config "" (no BGP) set --lb-ipam=false`)
+		}
+		return ref, false, nil
+	}
+	ns, name, ok := strings.Cut(o.bgpConfig, "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return ref, false, fmt.Errorf("--bgp-config %q: want namespace/name, or empty for no BGP", o.bgpConfig)
+	}
+	return types.NamespacedName{Namespace: ns, Name: name}, o.lbIPAM, nil
 }
 
 // planOptions checks the routing flags.

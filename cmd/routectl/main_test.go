@@ -267,7 +267,8 @@ func TestCLIStatus(t *testing.T) {
 	}
 	want := statusOut{
 		NodeName: "node-a", NodeKnown: true, NodeIPs: []string{"10.0.0.1"}, PodCIDRs: []string{}, NotReadyReasons: []string{}, Parts: []partOut{},
-		BGPConfig: configOut{Source: "kube-system/bgp-config", Present: true, AppliedResourceVersion: "100", Error: "a\nb", ErrorResourceVersion: "101"},
+		BGPEnabled: true,
+		BGPConfig:  &configOut{Source: "kube-system/bgp-config", Present: true, AppliedResourceVersion: "100", Error: "a\nb", ErrorResourceVersion: "101"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("status (-want +got):\n%s", diff)

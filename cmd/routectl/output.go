@@ -212,8 +212,11 @@ func printStatus(w io.Writer, format string, s *apiv1.StatusResponse) error {
 			fmt.Fprintf(tw, "\t  %s\n", r)
 		}
 	}
+	// The agent leaves the bgp-config out when it runs without BGP.
 	c := s.GetBgpConfig()
 	switch {
+	case c == nil:
+		fmt.Fprintf(tw, "BGP:\tdisabled (--bgp-config is empty): no sessions, no advertised paths, no learned routes\n")
 	case !c.GetPresent():
 		fmt.Fprintf(tw, "BGP config:\t%s not found: no peers\n", c.GetSource())
 	case c.GetAppliedResourceVersion() == "":
@@ -231,9 +234,11 @@ func printStatus(w io.Writer, format string, s *apiv1.StatusResponse) error {
 			fmt.Fprintf(tw, "\t  %s\n", line)
 		}
 	}
-	if s.GetBgpAsn() != 0 {
+	switch {
+	case c == nil:
+	case s.GetBgpAsn() != 0:
 		fmt.Fprintf(tw, "BGP speaker:\tAS %d, router-id %s\n", s.GetBgpAsn(), s.GetBgpRouterId())
-	} else {
+	default:
 		fmt.Fprintf(tw, "BGP speaker:\toff\n")
 	}
 	if rs := s.GetRouting(); rs != nil {
@@ -346,17 +351,19 @@ func until(t time.Time, ms int64) string {
 }
 
 type statusOut struct {
-	NodeName        string      `json:"nodeName"`
-	NodeKnown       bool        `json:"nodeKnown"`
-	NodeIPs         []string    `json:"nodeIPs"`
-	PodCIDRs        []string    `json:"podCIDRs"`
-	Ready           bool        `json:"ready"`
-	NotReadyReasons []string    `json:"notReadyReasons"`
-	BGPConfig       configOut   `json:"bgpConfig"`
-	BGPASN          uint32      `json:"bgpASN"`
-	BGPRouterID     string      `json:"bgpRouterID"`
-	Routing         *routingOut `json:"routing,omitempty"`
-	Parts           []partOut   `json:"parts"`
+	NodeName        string   `json:"nodeName"`
+	NodeKnown       bool     `json:"nodeKnown"`
+	NodeIPs         []string `json:"nodeIPs"`
+	PodCIDRs        []string `json:"podCIDRs"`
+	Ready           bool     `json:"ready"`
+	NotReadyReasons []string `json:"notReadyReasons"`
+	// BGPEnabled is false, and BGPConfig left out, on a node without BGP.
+	BGPEnabled  bool        `json:"bgpEnabled"`
+	BGPConfig   *configOut  `json:"bgpConfig,omitempty"`
+	BGPASN      uint32      `json:"bgpASN"`
+	BGPRouterID string      `json:"bgpRouterID"`
+	Routing     *routingOut `json:"routing,omitempty"`
+	Parts       []partOut   `json:"parts"`
 }
 
 type routingOut struct {
@@ -415,13 +422,16 @@ func statusJSON(s *apiv1.StatusResponse) statusOut {
 		NodeName: s.GetNodeName(), NodeKnown: s.GetNodeKnown(),
 		NodeIPs: nonNil(s.GetNodeIps()), PodCIDRs: nonNil(s.GetPodCidrs()),
 		Ready: s.GetReady(), NotReadyReasons: nonNil(s.GetNotReadyReasons()),
-		BGPConfig: configOut{
-			Source: c.GetSource(), Present: c.GetPresent(), AppliedResourceVersion: c.GetAppliedResourceVersion(),
-			Error: c.GetError(), ErrorResourceVersion: c.GetErrorResourceVersion(),
-		},
+		BGPEnabled:  c != nil,
 		BGPASN:      s.GetBgpAsn(),
 		BGPRouterID: s.GetBgpRouterId(),
 		Parts:       []partOut{},
+	}
+	if c != nil {
+		out.BGPConfig = &configOut{
+			Source: c.GetSource(), Present: c.GetPresent(), AppliedResourceVersion: c.GetAppliedResourceVersion(),
+			Error: c.GetError(), ErrorResourceVersion: c.GetErrorResourceVersion(),
+		}
 	}
 	if rs := s.GetRouting(); rs != nil {
 		out.Routing = &routingOut{Mode: rs.GetMode(), TunnelProtocol: rs.GetTunnelProtocol(), TunnelPort: rs.GetTunnelPort(),

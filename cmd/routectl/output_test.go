@@ -290,6 +290,31 @@ func TestPrintStatusTable(t *testing.T) {
 				"  adding peer 10.0.0.2: bang\n",
 		},
 		{
+			desc: "BGP disabled, tunnel",
+			in: &apiv1.StatusResponse{
+				NodeName: "node-a", NodeKnown: true,
+				NodeIps:  []string{"10.0.0.1"},
+				PodCidrs: []string{"10.244.0.0/24"},
+				Ready:    true,
+				Routing: &apiv1.RoutingStatus{Mode: "tunnel", AutoDirectNodeRoutes: true, TunnelProtocol: "vxlan", TunnelPort: 8472,
+					TunnelDevice: "ra_vxlan", PodMtu: 1450, Counts: []*apiv1.RouteCount{{Kind: "tunnel", State: "installed", Count: 2}}},
+				Parts: []*apiv1.PartStatus{{Name: "routing", State: "ok", Runs: 3, LastSuccessUnixMs: testNow.UnixMilli() - 2000}},
+			},
+			want: "" +
+				"Node:          node-a\n" +
+				"Node IPs:      10.0.0.1\n" +
+				"Pod CIDRs:     10.244.0.0/24\n" +
+				"Ready:         yes\n" +
+				"BGP:           disabled (--bgp-config is empty): no sessions, no advertised paths, no learned routes\n" +
+				"Routing:       tunnel, autoDirectNodeRoutes on, learned default route refused\n" +
+				"Tunnel:        vxlan on UDP 8472, device ra_vxlan, pod MTU 1450\n" +
+				"Routes:        2 tunnel installed; 0 healed\n" +
+				"Masquerading:  off\n" +
+				"\n" +
+				"Part      State   Last Success   Runs   Failures   Last Error\n" +
+				"routing   ok      2s ago         3      0          \n",
+		},
+		{
 			desc: "present but nothing valid yet",
 			in: &apiv1.StatusResponse{
 				NodeName: "node-a", NodeKnown: true,
@@ -388,6 +413,7 @@ func TestPrintStatusJSON(t *testing.T) {
   "notReadyReasons": [
     "bgp: failing for 2m0s: boom"
   ],
+  "bgpEnabled": true,
   "bgpConfig": {
     "source": "kube-system/bgp-config",
     "present": true,
@@ -424,7 +450,7 @@ func TestPrintStatusJSON(t *testing.T) {
 func TestPrintStatusJSONEmptyArrays(t *testing.T) {
 	for _, in := range []*apiv1.StatusResponse{
 		{NodeName: "node-a", BgpConfig: &apiv1.ConfigStatus{Source: "kube-system/bgp-config"}},
-		{NodeName: "node-a"}, // no bgp_config at all
+		{NodeName: "node-a"}, // no bgp_config: BGP is disabled
 		nil,
 	} {
 		var b bytes.Buffer
@@ -443,6 +469,15 @@ func TestPrintStatusJSONEmptyArrays(t *testing.T) {
 			if v, ok := got[k].([]any); !ok || len(v) != 0 {
 				t.Errorf("%s = %#v, want []", k, got[k])
 			}
+		}
+		if enabled := in.GetBgpConfig() != nil; got["bgpEnabled"] != enabled {
+			t.Errorf("bgpEnabled = %#v, want %v", got["bgpEnabled"], enabled)
+		}
+		if in.GetBgpConfig() == nil {
+			if v, ok := got["bgpConfig"]; ok {
+				t.Errorf("bgpConfig = %#v with BGP disabled, want it left out", v)
+			}
+			continue
 		}
 		cfg, ok := got["bgpConfig"].(map[string]any)
 		if !ok {

@@ -233,29 +233,28 @@ var samples = map[string]struct {
 	"ipMasqAgent.enabled":                   {[]string{"--set", "ipMasqAgent.enabled=false"}, ""},
 	"ipMasqAgent.config.nonMasqueradeCIDRs": {[]string{"--set", "ipMasqAgent.config.nonMasqueradeCIDRs={10.0.0.0/16,172.18.0.0/16}"}, []any{"10.0.0.0/16", "172.18.0.0/16"}},
 	"ipMasqAgent.config.masqLinkLocal":      {[]string{"--set", "ipMasqAgent.config.masqLinkLocal=true"}, true},
-	// false is refused (TestRefusesBadValues) until the agent runs without BGP.
-	"bgp.enabled":                        {[]string{"--set", "bgp.enabled=true"}, namespace + "/bgp-config"},
-	"bgp.announce.podCIDR":               {[]string{"--set", "bgp.announce.podCIDR=false"}, "false"},
-	"bgp.announce.loadbalancerIP":        {[]string{"--set", "bgp.announce.loadbalancerIP=false"}, "false"},
-	"bgp.config":                         {[]string{"--set-string", "bgp.config=peers: []\n"}, "peers: []"},
-	"lbIPAM.enabled":                     {[]string{"--set", "lbIPAM.enabled=false"}, "false"},
-	"cni.confPath":                       {[]string{"--set", "cni.confPath=/var/lib/cni/conf"}, "/var/lib/cni/conf"},
-	"prometheus.enabled":                 {[]string{"--set", "prometheus.enabled=false"}, ""},
-	"prometheus.port":                    {[]string{"--set", "prometheus.port=19955"}, ":19955"},
-	"prometheus.serviceMonitor.enabled":  {[]string{"--set", "prometheus.serviceMonitor.enabled=true"}, "route-agent"},
-	"prometheus.serviceMonitor.interval": {[]string{"--set", "prometheus.serviceMonitor.enabled=true", "--set", "prometheus.serviceMonitor.interval=15s"}, "15s"},
-	"prometheus.serviceMonitor.labels":   {[]string{"--set", "prometheus.serviceMonitor.enabled=true", "--set", "prometheus.serviceMonitor.labels.release=kube-prometheus"}, "kube-prometheus"},
-	"healthPort":                         {[]string{"--set", "healthPort=19956"}, "127.0.0.1:19956"},
-	"logLevel":                           {[]string{"--set", "logLevel=debug"}, "debug"},
-	"extraArgs":                          {[]string{"--set", "extraArgs={--resync-period=1m}"}, "--resync-period=1m"},
-	"image.repository":                   {[]string{"--set", "image.repository=registry.example.com/ra"}, "registry.example.com/ra:v"},
-	"image.tag":                          {[]string{"--set", "image.tag=v9.9.9"}, "ghcr.io/routeagent/route-agent:v9.9.9"},
-	"image.digest":                       {[]string{"--set", "image.digest=sha256:0123"}, "ghcr.io/routeagent/route-agent@sha256:0123"},
-	"image.pullPolicy":                   {[]string{"--set", "image.pullPolicy=Never"}, "Never"},
-	"resources":                          {[]string{"--set", "resources.limits.memory=1Gi"}, "1Gi"},
-	"tolerations":                        {[]string{"--set", "tolerations[0].key=dedicated,tolerations[0].operator=Exists"}, "dedicated"},
-	"nodeSelector":                       {[]string{"--set", "nodeSelector.role=edge"}, "edge"},
-	"priorityClassName":                  {[]string{"--set", "priorityClassName=route-critical"}, "route-critical"},
+	"bgp.enabled":                           {[]string{"--set", "bgp.enabled=false"}, ""},
+	"bgp.announce.podCIDR":                  {[]string{"--set", "bgp.announce.podCIDR=false"}, "false"},
+	"bgp.announce.loadbalancerIP":           {[]string{"--set", "bgp.announce.loadbalancerIP=false"}, "false"},
+	"bgp.config":                            {[]string{"--set-string", "bgp.config=peers: []\n"}, "peers: []"},
+	"lbIPAM.enabled":                        {[]string{"--set", "lbIPAM.enabled=false"}, "false"},
+	"cni.confPath":                          {[]string{"--set", "cni.confPath=/var/lib/cni/conf"}, "/var/lib/cni/conf"},
+	"prometheus.enabled":                    {[]string{"--set", "prometheus.enabled=false"}, ""},
+	"prometheus.port":                       {[]string{"--set", "prometheus.port=19955"}, ":19955"},
+	"prometheus.serviceMonitor.enabled":     {[]string{"--set", "prometheus.serviceMonitor.enabled=true"}, "route-agent"},
+	"prometheus.serviceMonitor.interval":    {[]string{"--set", "prometheus.serviceMonitor.enabled=true", "--set", "prometheus.serviceMonitor.interval=15s"}, "15s"},
+	"prometheus.serviceMonitor.labels":      {[]string{"--set", "prometheus.serviceMonitor.enabled=true", "--set", "prometheus.serviceMonitor.labels.release=kube-prometheus"}, "kube-prometheus"},
+	"healthPort":                            {[]string{"--set", "healthPort=19956"}, "127.0.0.1:19956"},
+	"logLevel":                              {[]string{"--set", "logLevel=debug"}, "debug"},
+	"extraArgs":                             {[]string{"--set", "extraArgs={--resync-period=1m}"}, "--resync-period=1m"},
+	"image.repository":                      {[]string{"--set", "image.repository=registry.example.com/ra"}, "registry.example.com/ra:v"},
+	"image.tag":                             {[]string{"--set", "image.tag=v9.9.9"}, "ghcr.io/routeagent/route-agent:v9.9.9"},
+	"image.digest":                          {[]string{"--set", "image.digest=sha256:0123"}, "ghcr.io/routeagent/route-agent@sha256:0123"},
+	"image.pullPolicy":                      {[]string{"--set", "image.pullPolicy=Never"}, "Never"},
+	"resources":                             {[]string{"--set", "resources.limits.memory=1Gi"}, "1Gi"},
+	"tolerations":                           {[]string{"--set", "tolerations[0].key=dedicated,tolerations[0].operator=Exists"}, "dedicated"},
+	"nodeSelector":                          {[]string{"--set", "nodeSelector.role=edge"}, "edge"},
+	"priorityClassName":                     {[]string{"--set", "priorityClassName=route-critical"}, "route-critical"},
 }
 
 // TestDocumentedValuesLandOnTheirFlags: for each row of the values table,
@@ -569,6 +568,12 @@ func TestFollowsWhatIsEnabled(t *testing.T) {
 		{"no ip-masq-agent, no allocator, no CNI config", []string{"--set", "ipMasqAgent.enabled=false", "--set", "lbIPAM.enabled=false", "--set", "cni.confPath="}, facts{
 			caps: []string{"NET_ADMIN", "BPF", "PERFMON", "SYS_ADMIN"}, volumes: []string{"run", "bpffs", "proc-sys-net"},
 			configMaps: []string{"bgp-config"}, secrets: true}},
+		// Without BGP the allocator has no pools, whatever lbIPAM.enabled says.
+		{"no BGP", []string{"--set", "bgp.enabled=false"}, facts{
+			caps: []string{"NET_ADMIN", "BPF", "PERFMON", "SYS_ADMIN"}, volumes: []string{"run", "bpffs", "cni-conf", "proc-sys-net"},
+			configMaps: []string{"ip-masq-agent"}}},
+		{"tunnel without BGP or masquerade", []string{"--set", "bgp.enabled=false", "--set", "routingMode=tunnel", "--set", "enableIPv4Masquerade=false"}, facts{
+			caps: []string{"NET_ADMIN", "SYS_ADMIN"}, volumes: []string{"run", "cni-conf", "proc-sys-net"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -576,6 +581,28 @@ func TestFollowsWhatIsEnabled(t *testing.T) {
 				t.Errorf("got  %+v\nwant %+v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestWithoutBGP: bgp.enabled false gives the agent an explicit empty
+// --bgp-config and --lb-ipam=false (the allocator's pools are the
+// bgp-config's), and writes no bgp-config ConfigMap even when bgp.config is
+// set.
+func TestWithoutBGP(t *testing.T) {
+	r := mustRender(t, "--set", "bgp.enabled=false", "--set", "lbIPAM.enabled=true", "--set-string", "bgp.config=peers: []\n")
+	args := r.args(t)
+	for _, want := range []string{"--bgp-config=", "--lb-ipam=false"} {
+		if !slices.Contains(args, want) {
+			t.Errorf("args %q lack %q", args, want)
+		}
+	}
+	if cm := r.find("ConfigMap", "bgp-config"); cm != nil {
+		t.Errorf("a bgp-config ConfigMap is rendered with bgp.enabled false: %v", cm)
+	}
+	for _, want := range []string{"--bgp-config=" + namespace + "/bgp-config", "--lb-ipam=true"} {
+		if args := mustRender(t).args(t); !slices.Contains(args, want) {
+			t.Errorf("defaults: args %q lack %q", args, want)
+		}
 	}
 }
 
@@ -592,7 +619,7 @@ func TestRefusesBadValues(t *testing.T) {
 		{[]string{"--set-string", "autoDirectNodeRoutes=yes"}, `autoDirectNodeRoutes "yes": want true or false`},
 		{[]string{"--set", "ipv4NativeRoutingCIDR=10.0.0.0"}, `ipv4NativeRoutingCIDR "10.0.0.0": want an IPv4 CIDR`},
 		{[]string{"--set", "enableIPv6Masquerade=true"}, `enableIPv6Masquerade true: the eBPF masquerade (bpf.masquerade true) is IPv4 only`},
-		{[]string{"--set", "bgp.enabled=false"}, `bgp.enabled false:`},
+		{[]string{"--set-string", "bgp.enabled=no"}, `bgp.enabled "no": want true or false`},
 		{[]string{"--set", "prometheus.enabled=false", "--set", "prometheus.serviceMonitor.enabled=true"}, `prometheus.serviceMonitor.enabled true: needs prometheus.enabled true`},
 		{[]string{"--set", "healthPort=0"}, `healthPort "0": want a port number 1-65535`},
 		{[]string{"--set", "logLevel=trace"}, `logLevel "trace": want debug, info, warn or error`},

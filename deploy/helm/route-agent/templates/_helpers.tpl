@@ -38,6 +38,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | quote }}
 {{- if and (include "route-agent.masquerade" .) .Values.ipMasqAgent.enabled }}true{{ end }}
 {{- end }}
 
+{{/*
+Whether the LoadBalancer address allocator runs: its pools are the
+bgp-config's address-pools, so never without BGP.
+*/}}
+{{- define "route-agent.lbIPAM" -}}
+{{- if and .Values.bgp.enabled .Values.lbIPAM.enabled }}true{{ end }}
+{{- end }}
+
 {{/* devices as the flag takes them: a comma-separated list. */}}
 {{- define "route-agent.devices" -}}
 {{- if kindIs "slice" .Values.devices -}}
@@ -85,9 +93,6 @@ a crash-looping DaemonSet.
 {{- end }}
 {{- if and $v.enableIPv6Masquerade $v.bpf.masquerade }}
 {{- fail "enableIPv6Masquerade true: the eBPF masquerade (bpf.masquerade true) is IPv4 only; set bpf.masquerade=false for nftables" }}
-{{- end }}
-{{- if not $v.bgp.enabled }}
-{{- fail "bgp.enabled false: this route-agent cannot run without its BGP speaker yet; keep it true and leave the bgp-config without peers instead" }}
 {{- end }}
 {{- if and $v.prometheus.serviceMonitor.enabled (not $v.prometheus.enabled) }}
 {{- fail "prometheus.serviceMonitor.enabled true: needs prometheus.enabled true (the ServiceMonitor scrapes the metrics port)" }}
