@@ -5,6 +5,7 @@
 package bench
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -234,6 +235,8 @@ type Message struct {
 	// classic fields; an UPDATE with neither and no attributes is an
 	// End-of-RIB.
 	NLRI, Withdrawn int
+	// Announced and Withdrawals are those prefixes.
+	Announced, Withdrawals []netip.Prefix
 }
 
 // EndOfRIB reports whether m is an IPv4 unicast End-of-RIB marker.
@@ -346,21 +349,36 @@ func (c *Capture) Sessions(peer, local netip.Addr) []Session {
 	return out
 }
 
+// marker opens every BGP message.
+var marker = [16]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
 // consume takes the complete messages at the start of buf, all completed
-// at ts, and returns the rest.
+// at ts, and returns the rest. A capture that begins in the middle of a
+// session may begin in the middle of a message: bytes before the next
+// marker are skipped.
 func (s *Session) consume(buf []byte, ts time.Time) []byte {
 	for len(buf) >= 19 {
+		if [16]byte(buf[:16]) != marker {
+			i := bytes.Index(buf[1:], marker[:])
+			if i < 0 {
+				// Keep a tail that may be the start of a marker.
+				return buf[len(buf)-15:]
+			}
+			buf = buf[1+i:]
+			continue
+		}
 		n := int(binary.BigEndian.Uint16(buf[16:18]))
-		if n < 19 {
-			// Not BGP framing (or lost sync): drop the stream's rest.
-			return nil
+		if n < 19 || n > 65535 {
+			buf = buf[1:] // a false marker: look for the next
+			continue
 		}
 		if len(buf) < n {
 			break
 		}
 		m := Message{At: ts, Type: buf[18], Len: n}
 		if m.Type == MsgUpdate {
-			m.Withdrawn, m.NLRI = countUpdate(buf[19:n])
+			m.Withdrawals, m.Announced = parseUpdate(buf[19:n])
+			m.Withdrawn, m.NLRI = len(m.Withdrawals), len(m.Announced)
 		}
 		s.Messages = append(s.Messages, m)
 		buf = buf[n:]
@@ -368,35 +386,90 @@ func (s *Session) consume(buf []byte, ts time.Time) []byte {
 	return buf
 }
 
-// countUpdate counts the withdrawn and announced IPv4 prefixes of an UPDATE
-// body.
-func countUpdate(b []byte) (withdrawn, nlri int) {
+// parseUpdate reads the withdrawn and announced IPv4 prefixes of an
+// UPDATE body.
+func parseUpdate(b []byte) (withdrawn, nlri []netip.Prefix) {
 	if len(b) < 2 {
-		return 0, 0
+		return nil, nil
 	}
 	wl := int(binary.BigEndian.Uint16(b[0:2]))
 	if len(b) < 2+wl+2 {
-		return 0, 0
+		return nil, nil
 	}
-	withdrawn = countPrefixes(b[2 : 2+wl])
+	withdrawn = parsePrefixes(b[2 : 2+wl])
 	al := int(binary.BigEndian.Uint16(b[2+wl : 4+wl]))
 	if len(b) < 4+wl+al {
-		return withdrawn, 0
+		return withdrawn, nil
 	}
-	return withdrawn, countPrefixes(b[4+wl+al:])
+	return withdrawn, parsePrefixes(b[4+wl+al:])
 }
 
-func countPrefixes(b []byte) int {
-	n := 0
+func parsePrefixes(b []byte) []netip.Prefix {
+	var out []netip.Prefix
 	for len(b) > 0 {
-		l := (int(b[0]) + 7) / 8
-		if len(b) < 1+l {
+		bits := int(b[0])
+		l := (bits + 7) / 8
+		if bits > 32 || len(b) < 1+l {
 			break
 		}
+		var a [4]byte
+		copy(a[:], b[1:1+l])
+		out = append(out, netip.PrefixFrom(netip.AddrFrom4(a), bits))
 		b = b[1+l:]
-		n++
 	}
-	return n
+	return out
+}
+
+// Coverage says when the UPDATEs of a session had announced, and
+// withdrawn, each prefix of a set at least once.
+type Coverage struct {
+	// Announced is when the n-th distinct prefix of the set was first
+	// announced; zero if fewer were. Withdrawn likewise for withdrawals.
+	Announced, Withdrawn time.Time
+	// NAnnounced and NWithdrawn count the distinct prefixes of the set
+	// announced and withdrawn.
+	NAnnounced, NWithdrawn int
+	// Updates counts the UPDATEs that carried any prefix of the set.
+	Updates int
+}
+
+// Cover follows s's UPDATEs for the n prefixes that in selects.
+func (s Session) Cover(in func(netip.Prefix) bool, n int) Coverage {
+	var c Coverage
+	ann, wd := map[netip.Prefix]bool{}, map[netip.Prefix]bool{}
+	for _, m := range s.Messages {
+		if m.Type != MsgUpdate {
+			continue
+		}
+		hit := false
+		for _, p := range m.Announced {
+			if in(p) {
+				hit = true
+				if !ann[p] {
+					ann[p] = true
+					if len(ann) == n {
+						c.Announced = m.At
+					}
+				}
+			}
+		}
+		for _, p := range m.Withdrawals {
+			if in(p) {
+				hit = true
+				if !wd[p] {
+					wd[p] = true
+					if len(wd) == n {
+						c.Withdrawn = m.At
+					}
+				}
+			}
+		}
+		if hit {
+			c.Updates++
+		}
+	}
+	c.NAnnounced, c.NWithdrawn = len(ann), len(wd)
+	return c
 }
 
 // Best returns the session that carried the most NLRI, which is the one

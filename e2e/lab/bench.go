@@ -11,6 +11,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 )
 
 // Helpers for the benchmarks (e2e/cmd/bench): extra segments, hosts, nodes,
@@ -103,54 +106,134 @@ func (l *Lab) kill(p *proc) error {
 }
 
 // StartFRRWith runs zebra and bgpd for r in r.NS (which must exist) with
-// bgpd's configuration given; r.VTYDir is set to its directory under the
-// lab's.
-func (l *Lab) StartFRRWith(ctx context.Context, r *Router, bgpdConf string) error {
+// bgpd's configuration given and bgpdArgs added to bgpd's command line;
+// r.VTYDir is set to its directory under the lab's.
+func (l *Lab) StartFRRWith(ctx context.Context, r *Router, bgpdConf string, bgpdArgs ...string) error {
+	_, err := l.StartFRRDaemons(ctx, r, bgpdConf, bgpdArgs...)
+	return err
+}
+
+// FRR is a zebra and bgpd pair started by StartFRRDaemons, whose bgpd can
+// be stopped and started again while zebra keeps running.
+type FRR struct {
+	Router *Router
+	dir    string
+	args   []string
+	zebra  *proc
+	bgpd   *proc
+}
+
+// StartFRRDaemons is StartFRRWith, returning the daemons.
+func (l *Lab) StartFRRDaemons(ctx context.Context, r *Router, bgpdConf string, bgpdArgs ...string) (*FRR, error) {
 	dir := filepath.Join(l.Dir, r.Name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+		return nil, err
 	}
 	r.VTYDir = dir
 	if err := os.WriteFile(filepath.Join(dir, "zebra.conf"), []byte("hostname "+r.Name+"\n"), 0o644); err != nil {
-		return err
+		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "bgpd.conf"), []byte(bgpdConf), 0o644); err != nil {
-		return err
+	f := &FRR{Router: r, dir: dir, args: bgpdArgs}
+	if err := f.writeConf(ctx, bgpdConf); err != nil {
+		return nil, err
 	}
-	if _, err := run(ctx, "chown", "-R", "frr:frr", dir); err != nil {
-		return err
-	}
-	common := func(daemon string) []string {
-		return []string{
-			"-f", filepath.Join(dir, daemon+".conf"), "-i", filepath.Join(dir, daemon+".pid"),
-			"-z", filepath.Join(dir, "zserv.api"), "--vty_socket", dir, "-u", "frr", "-g", "frr",
-			"--log", "file:" + filepath.Join(dir, daemon+".frrlog"),
-		}
-	}
-	zebra, err := l.start(r.NS, "zebra", dir, "/usr/lib/frr/zebra", common("zebra")...)
-	if err != nil {
-		return err
+	var err error
+	if f.zebra, err = l.start(r.NS, "zebra", dir, "/usr/lib/frr/zebra", f.common("zebra")...); err != nil {
+		return nil, err
 	}
 	if err := WaitFor(ctx, 30*time.Second, r.Name+" zebra", func() error {
-		if zebra.exited() {
-			return Permanent(fmt.Errorf("zebra exited:\n%s", zebra.tail(20)))
+		if f.zebra.exited() {
+			return Permanent(fmt.Errorf("zebra exited:\n%s", f.zebra.tail(20)))
 		}
 		_, err := os.Stat(filepath.Join(dir, "zserv.api"))
 		return err
 	}); err != nil {
+		return nil, err
+	}
+	return f, l.startBGPD(ctx, f)
+}
+
+func (f *FRR) common(daemon string) []string {
+	return []string{
+		"-f", filepath.Join(f.dir, daemon+".conf"), "-i", filepath.Join(f.dir, daemon+".pid"),
+		"-z", filepath.Join(f.dir, "zserv.api"), "--vty_socket", f.dir, "-u", "frr", "-g", "frr",
+		"--log", "file:" + filepath.Join(f.dir, daemon+".frrlog"),
+	}
+}
+
+func (f *FRR) writeConf(ctx context.Context, bgpdConf string) error {
+	if err := os.WriteFile(filepath.Join(f.dir, "bgpd.conf"), []byte(bgpdConf), 0o644); err != nil {
 		return err
 	}
-	bgpd, err := l.start(r.NS, "bgpd", dir, "/usr/lib/frr/bgpd", common("bgpd")...)
+	_, err := run(ctx, "chown", "-R", "frr:frr", f.dir)
+	return err
+}
+
+func (l *Lab) startBGPD(ctx context.Context, f *FRR) error {
+	bgpd, err := l.start(f.Router.NS, "bgpd", f.dir, "/usr/lib/frr/bgpd", append(f.common("bgpd"), f.args...)...)
 	if err != nil {
 		return err
 	}
-	return WaitFor(ctx, time.Minute, r.Name+" bgpd", func() error {
+	f.bgpd = bgpd
+	return WaitFor(ctx, time.Minute, f.Router.Name+" bgpd", func() error {
 		if bgpd.exited() {
 			return Permanent(fmt.Errorf("bgpd exited:\n%s", bgpd.tail(20)))
 		}
-		_, err := r.VTY(ctx, "show bgp summary json")
+		_, err := f.Router.VTY(ctx, "show bgp summary json")
 		return err
 	})
+}
+
+// StopBGPD stops f's bgpd with SIGTERM, as an operator restarting it
+// would (it closes its sessions with a Cease), and waits for it to exit.
+func (l *Lab) StopBGPD(f *FRR) error {
+	if f.bgpd == nil || f.bgpd.exited() {
+		return fmt.Errorf("bgpd on %s is not running", f.Router.Name)
+	}
+	pid := f.bgpd.cmd.Process.Pid
+	if err := f.bgpd.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return fmt.Errorf("stopping bgpd on %s (pid %d): %w", f.Router.Name, pid, err)
+	}
+	select {
+	case <-f.bgpd.done:
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("bgpd on %s (pid %d) did not exit within 30s of SIGTERM", f.Router.Name, pid)
+	}
+	l.res.removePID(pid)
+	return nil
+}
+
+// StartBGPD starts f's bgpd again with bgpdConf and returns its PID once
+// its vty answers.
+func (l *Lab) StartBGPD(ctx context.Context, f *FRR, bgpdConf string) (int, error) {
+	if f.bgpd != nil && !f.bgpd.exited() {
+		return 0, fmt.Errorf("bgpd on %s is still running", f.Router.Name)
+	}
+	if err := f.writeConf(ctx, bgpdConf); err != nil {
+		return 0, err
+	}
+	if err := l.startBGPD(ctx, f); err != nil {
+		return 0, err
+	}
+	return f.bgpd.cmd.Process.Pid, nil
+}
+
+// AgentPID returns the PID of n's agent: `ip netns exec`, unshare and sh
+// exec in place, so it is route-agent's own.
+func (l *Lab) AgentPID(n *Node) (int, error) {
+	if n.agent == nil || n.agent.exited() {
+		return 0, fmt.Errorf("no agent running on %s", n.Name)
+	}
+	return n.agent.cmd.Process.Pid, nil
+}
+
+// BulkClient returns a cluster-admin client without client-side rate
+// limiting, for creating many objects at once; the API server's own
+// limits still apply.
+func (l *Lab) BulkClient() (kubernetes.Interface, error) {
+	cfg := rest.CopyConfig(l.restConfig)
+	cfg.QPS, cfg.Burst = -1, 0
+	return kubernetes.NewForConfig(cfg)
 }
 
 // Bird is a BIRD 2 instance in a namespace, with its own configuration,

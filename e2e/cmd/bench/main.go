@@ -1,8 +1,11 @@
 // Command bench measures route-agent against its peers in the same run and
 // prints one table (docs/benchmarks.md): BGP-learned routes into the kernel
 // against BIRD 2 (P2), a restart with 100,000 routes (P7), the reconciler's
-// install rate against serial netlink (P8), and a new Node's direct routes
-// (P3). It brings up the lab (a real API server, FRR ToRs, nodes running the
+// install rate against serial netlink (P8), a new Node's direct routes
+// (P3), tunnel mode (T1, T2), the masquerade (M1-M4), and LoadBalancer
+// Services: 10,000 addresses announced and withdrawn against FRR (P1), the
+// agent's memory with 1,000 Nodes and 5,000 Services (P6), a cold start
+// with 10,000 Services against FRR (P9) and the address allocator (A). It brings up the lab (a real API server, FRR ToRs, nodes running the
 // real route-agent), adds the benchmark's own namespaces next to it, and
 // tears everything down on success, failure and Ctrl-C. Progress goes to
 // stderr, the table to stdout.
@@ -35,8 +38,8 @@ type row struct {
 }
 
 var (
-	rounds = flag.Int("rounds", 5, "rounds of P2 (per speaker) and P3; the table shows medians")
-	only   = flag.String("only", "", "comma-separated figures to run (P2,P3,P7,P8,T1,M1); empty runs all")
+	rounds = flag.Int("rounds", 5, "rounds of P1, P2 (per speaker), P3 and T1; the table shows medians")
+	only   = flag.String("only", "", "comma-separated figures to run (P1,P2,P3,P6,P7,P8,P9,A,T1,M1); empty runs all")
 	p7Wait = flag.Duration("p7-timeout", 4*time.Minute, "how long P7 waits for the first 100,000 routes in the kernels, and for each restart's resync")
 )
 
@@ -89,6 +92,15 @@ func run(ctx context.Context) (rows []row, err error) {
 		return nil, fmt.Errorf("setting up the benchmark network: %w", err)
 	}
 	var errs []error
+	// The LoadBalancer figures share a setup (lbEnsure) that stops the
+	// lab's rack agents; it is undone once they are done.
+	closeLB := func() {
+		if err := lbClose(ctx, e); err != nil {
+			logf("LB cleanup failed: %v", err)
+			errs = append(errs, fmt.Errorf("LoadBalancer figures' cleanup: %w", err))
+		}
+	}
+	defer closeLB()
 	for _, fig := range []struct {
 		ids []string
 		f   func(context.Context, *env) ([]row, error)
@@ -97,6 +109,10 @@ func run(ctx context.Context) (rows []row, err error) {
 		{[]string{"T1", "T2"}, tunnelFig},
 		{[]string{"M1", "M2", "M3", "M4"}, masqFig},
 		{[]string{"P8"}, p8},
+		{[]string{"A"}, allocFig},
+		{[]string{"P6"}, p6},
+		{[]string{"P9"}, p9},
+		{[]string{"P1", "P1w", "P1d"}, p1},
 		{[]string{"P2", "P2b"}, p2},
 		{[]string{"P7", "P7b", "P7c"}, p7},
 	} {
@@ -105,6 +121,9 @@ func run(ctx context.Context) (rows []row, err error) {
 		}
 		if *only != "" && !slices.Contains(strings.Split(*only, ","), fig.ids[0]) {
 			continue
+		}
+		if e.lb != nil && !slices.Contains([]string{"P6", "P9", "P1"}, fig.ids[0]) {
+			closeLB()
 		}
 		r, ferr := fig.f(ctx, e)
 		if ferr != nil {
@@ -122,7 +141,7 @@ func run(ctx context.Context) (rows []row, err error) {
 		}
 		rows = append(rows, r...)
 	}
-	order := []string{"P2", "P2b", "P3", "P7", "P7b", "P7c", "P8", "T1", "T2", "M1", "M2", "M3", "M4"}
+	order := []string{"P1", "P1w", "P1d", "P2", "P2b", "P3", "P6", "P7", "P7b", "P7c", "P8", "P9", "A", "T1", "T2", "M1", "M2", "M3", "M4"}
 	slices.SortStableFunc(rows, func(a, b row) int { return slices.Index(order, a.id) - slices.Index(order, b.id) })
 	return rows, errors.Join(errs...)
 }

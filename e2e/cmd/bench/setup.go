@@ -57,6 +57,8 @@ type env struct {
 	node     *lab.Node
 	bird     *lab.Bird
 	birdNS   string
+	// lb is the LoadBalancer figures' setup while they run (lb.go).
+	lb *lbEnv
 }
 
 func newFeed(name string, addr netip.Addr, asn uint32, n, bits int, rng netip.Prefix) *feed {
