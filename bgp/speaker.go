@@ -363,37 +363,58 @@ func (s *Speaker) setPaths(ctx context.Context, paths []Path) error {
 		}
 		want[p.Prefix] = p
 	}
+	var adds, dels []Path
+	for _, p := range paths {
+		if cur, ok := s.paths[p.Prefix]; !ok || cur != p {
+			adds = append(adds, p)
+		}
+	}
+	for prefix, p := range s.paths {
+		if _, ok := want[prefix]; !ok {
+			dels = append(dels, p)
+		}
+	}
+	// A line per path while few change; a burst (thousands of
+	// LoadBalancer addresses at once) is summed up instead, as writing a
+	// line cost about as much as announcing the path.
+	level := slog.LevelInfo
+	if len(adds)+len(dels) > pathLogLimit {
+		level = slog.LevelDebug
+	}
+	var advertised, withdrawn int
 	// Announcing a prefix GoBGP already holds replaces its path in place
 	// (GoBGP keys local paths by prefix), so a new next hop or new
 	// attributes go out as one UPDATE with no withdrawal.
-	for _, p := range paths {
-		if cur, ok := s.paths[p.Prefix]; ok && cur == p {
-			continue
-		}
+	for _, p := range adds {
 		if _, err := s.srv.AddPath(ctx, &api.AddPathRequest{Path: apiPath(p)}); err != nil {
 			errs = append(errs, fmt.Errorf("advertising %s: %w", p.Prefix, err))
 			continue
 		}
 		s.paths[p.Prefix] = p
-		s.log.Info("bgp path advertised", "prefix", p.Prefix, "nexthop", p.NextHop,
+		advertised++
+		s.log.Log(ctx, level, "bgp path advertised", "prefix", p.Prefix, "nexthop", p.NextHop,
 			"localPref", p.Attrs.LocalPref, "communities", string(p.Attrs.Communities))
 	}
-	for prefix, p := range s.paths {
-		if _, ok := want[prefix]; ok {
-			continue
-		}
+	for _, p := range dels {
 		// By the path, not by the uuid AddPath returned: GoBGP looks a
 		// uuid up by scanning every path it holds, which made withdrawing
 		// 10,000 paths take half a minute.
 		if err := s.srv.DeletePath(ctx, &api.DeletePathRequest{Path: apiPath(p)}); err != nil {
-			errs = append(errs, fmt.Errorf("withdrawing %s: %w", prefix, err))
+			errs = append(errs, fmt.Errorf("withdrawing %s: %w", p.Prefix, err))
 			continue
 		}
-		delete(s.paths, prefix)
-		s.log.Info("bgp path withdrawn", "prefix", prefix, "nexthop", p.NextHop)
+		delete(s.paths, p.Prefix)
+		withdrawn++
+		s.log.Log(ctx, level, "bgp path withdrawn", "prefix", p.Prefix, "nexthop", p.NextHop)
+	}
+	if level != slog.LevelInfo {
+		s.log.Info("bgp paths changed", "advertised", advertised, "withdrawn", withdrawn, "failed", len(errs))
 	}
 	return errors.Join(errs...)
 }
+
+// pathLogLimit is how many path changes one Set logs a line each for.
+const pathLogLimit = 20
 
 // restart stops the speaker and starts it again with g (or leaves it
 // stopped when g is zero). GoBGP cannot change its ASN or router-id while

@@ -13,7 +13,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	corelisters "k8s.io/client-go/listers/core/v1"
-	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
 
 	"routeagent.io/route-agent/cluster/snapshot"
@@ -29,8 +28,27 @@ const (
 // serviceWatch reads Services and their EndpointSlices from the informer
 // caches.
 type serviceWatch struct {
-	services  corelisters.ServiceLister
-	endpoints discoverylisters.EndpointSliceLister
+	services corelisters.ServiceLister
+	// endpoints is the EndpointSlice cache, indexed by byService.
+	endpoints cache.Indexer
+}
+
+// byService indexes EndpointSlices by the namespace/name of the Service
+// they belong to (their kubernetes.io/service-name label). A label
+// selector would test every slice of the namespace for every Service,
+// which with 10,000 Services is 10^8 label matches per snapshot.
+const byService = "service"
+
+func serviceOfSlice(obj any) ([]string, error) {
+	es, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return nil, nil
+	}
+	name, ok := es.Labels[discoveryv1.LabelServiceName]
+	if !ok {
+		return nil, nil
+	}
+	return []string{es.Namespace + "/" + name}, nil
 }
 
 // watchServices registers the Service and EndpointSlice informers of f,
@@ -43,15 +61,19 @@ func watchServices(f informers.SharedInformerFactory, handler cache.ResourceEven
 	for _, w := range []struct {
 		what string
 		inf  cache.SharedIndexInformer
-	}{{"services", svc.Informer()}, {"endpointslices", eps.Informer()}} {
-		if err := w.inf.SetTransform(dropManagedFields); err != nil {
+		slim cache.TransformFunc
+	}{{"services", svc.Informer(), slimService}, {"endpointslices", eps.Informer(), slimEndpointSlice}} {
+		if err := w.inf.SetTransform(w.slim); err != nil {
 			return nil, fmt.Errorf("watching %s: %w", w.what, err)
 		}
 		if _, err := w.inf.AddEventHandler(handler); err != nil {
 			return nil, fmt.Errorf("watching %s: %w", w.what, err)
 		}
 	}
-	return &serviceWatch{services: svc.Lister(), endpoints: eps.Lister()}, nil
+	if err := eps.Informer().AddIndexers(cache.Indexers{byService: serviceOfSlice}); err != nil {
+		return nil, fmt.Errorf("watching endpointslices: %w", err)
+	}
+	return &serviceWatch{services: svc.Lister(), endpoints: eps.Informer().GetIndexer()}, nil
 }
 
 // read returns the LoadBalancer Services in the caches and warnings about
@@ -70,12 +92,15 @@ func (w *serviceWatch) read() ([]snapshot.Service, []string, error) {
 		lbs = append(lbs, s)
 		// Only the slices of LoadBalancer Services: most of a cluster's
 		// slices belong to other Services.
-		sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: s.Name})
-		eps, err := w.endpoints.EndpointSlices(s.Namespace).List(sel)
+		eps, err := w.endpoints.ByIndex(byService, s.Namespace+"/"+s.Name)
 		if err != nil {
 			return nil, nil, fmt.Errorf("listing endpointslices of service %s/%s from cache: %w", s.Namespace, s.Name, err)
 		}
-		endpointSlices = append(endpointSlices, eps...)
+		for _, o := range eps {
+			if es, ok := o.(*discoveryv1.EndpointSlice); ok {
+				endpointSlices = append(endpointSlices, es)
+			}
+		}
 	}
 	svcs, warnings := servicesFrom(lbs, endpointSlices)
 	return svcs, warnings, nil
@@ -167,8 +192,68 @@ func readyEndpoints(endpointSlices []*discoveryv1.EndpointSlice) ([]string, bool
 	return slices.Compact(nodes), len(counted) > 0
 }
 
+// slimService keeps of a Service only what servicesFrom reads and the
+// informer needs (its identity and resourceVersion): every agent caches
+// every Service of the cluster, and most of a Service is of no use here.
+// The ingress list keeps its positions, which warnings name.
+func slimService(obj any) (any, error) {
+	s, ok := obj.(*corev1.Service)
+	if !ok {
+		return dropManagedFields(obj)
+	}
+	out := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, UID: s.UID, ResourceVersion: s.ResourceVersion},
+		Spec:       corev1.ServiceSpec{Type: s.Spec.Type},
+	}
+	if s.Spec.Type != corev1.ServiceTypeLoadBalancer {
+		return out, nil
+	}
+	out.Spec.LoadBalancerClass = s.Spec.LoadBalancerClass
+	out.Spec.ExternalTrafficPolicy = s.Spec.ExternalTrafficPolicy
+	for _, k := range []string{PoolAnnotation, MetalLBPoolAnnotation} {
+		if v, ok := s.Annotations[k]; ok {
+			if out.Annotations == nil {
+				out.Annotations = map[string]string{}
+			}
+			out.Annotations[k] = v
+		}
+	}
+	if in := s.Status.LoadBalancer.Ingress; len(in) > 0 {
+		out.Status.LoadBalancer.Ingress = make([]corev1.LoadBalancerIngress, len(in))
+		for i := range in {
+			out.Status.LoadBalancer.Ingress[i].IP = in[i].IP
+		}
+	}
+	return out, nil
+}
+
+// slimEndpointSlice keeps of an EndpointSlice only what readyEndpoints
+// reads, the Service it belongs to, and the informer's identity fields:
+// every agent caches every slice of the cluster.
+func slimEndpointSlice(obj any) (any, error) {
+	es, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return dropManagedFields(obj)
+	}
+	out := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: es.Namespace, Name: es.Name, UID: es.UID, ResourceVersion: es.ResourceVersion},
+		AddressType: es.AddressType,
+	}
+	if name, ok := es.Labels[discoveryv1.LabelServiceName]; ok {
+		out.Labels = map[string]string{discoveryv1.LabelServiceName: name}
+	}
+	if len(es.Endpoints) > 0 {
+		out.Endpoints = make([]discoveryv1.Endpoint, len(es.Endpoints))
+		for i, ep := range es.Endpoints {
+			out.Endpoints[i] = discoveryv1.Endpoint{Conditions: ep.Conditions, NodeName: ep.NodeName}
+		}
+	}
+	return out, nil
+}
+
 // dropManagedFields keeps the server-side-apply bookkeeping, which can be
-// larger than the object itself, out of the caches.
+// larger than the object itself, out of the caches: what the slim
+// transforms do for objects of a type they do not know.
 func dropManagedFields(obj any) (any, error) {
 	if o, ok := obj.(metav1.Object); ok {
 		o.SetManagedFields(nil)
