@@ -154,8 +154,8 @@ func p1(ctx context.Context, e *env) ([]row, error) {
 	lag := median(lags)
 	logf("P1d: %s after the last deletion (median of %s), %s after the first (%s)", ms(lag), list(lags), ms(median(totals)), list(totals))
 	rows = append(rows, row{
-		id: "P1d", what: fmt.Sprintf("the %d Services deleted (%s of API calls) → all withdrawn at the FRR ToR: after the last deletion (median of %d)",
-			lbServices, ms(median(apis)), p1Rounds),
+		id: "P1d", what: fmt.Sprintf("the %d Services deleted (the API server took %s) → all withdrawn at the FRR ToR, from the last deletion (rounds: %d)",
+			lbServices, median(apis).Round(time.Second), p1Rounds),
 		agent: ms(lag), peer: "—", ratio: "—", goal: "≤ 1 s", met: yesNo(lag <= time.Second),
 	})
 	return rows, nil
