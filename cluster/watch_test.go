@@ -795,21 +795,32 @@ func TestWatchWithoutBGP(t *testing.T) {
 		t.Errorf("BGP with BGP off after a bgp-config edit (-want +got):\n%s", diff)
 	}
 
-	var watched []string
-	for _, a := range client.Actions() {
-		if a.GetResource().Resource != "configmaps" || (a.GetVerb() != "list" && a.GetVerb() != "watch") {
-			continue
+	configMapCalls := func() []string {
+		var calls []string
+		for _, a := range client.Actions() {
+			if a.GetResource().Resource != "configmaps" || (a.GetVerb() != "list" && a.GetVerb() != "watch") {
+				continue
+			}
+			var sel string
+			switch a := a.(type) {
+			case k8stesting.ListAction:
+				sel = a.GetListRestrictions().Fields.String()
+			case k8stesting.WatchAction:
+				sel = a.GetWatchRestrictions().Fields.String()
+			}
+			calls = append(calls, a.GetVerb()+" "+a.GetNamespace()+" "+sel)
 		}
-		var sel string
-		switch a := a.(type) {
-		case k8stesting.ListAction:
-			sel = a.GetListRestrictions().Fields.String()
-		case k8stesting.WatchAction:
-			sel = a.GetWatchRestrictions().Fields.String()
-		}
-		watched = append(watched, a.GetVerb()+" "+a.GetNamespace()+" "+sel)
+		return calls
 	}
+	// The reflector opens its watch after the list has been delivered, so
+	// the snapshot can be published before the watch call is recorded.
 	want := []string{"list kube-system metadata.name=ip-masq-agent", "watch kube-system metadata.name=ip-masq-agent"}
+	var watched []string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if watched = configMapCalls(); len(watched) >= len(want) || time.Now().After(deadline) {
+			break
+		}
+	}
 	if diff := cmp.Diff(want, watched); diff != "" {
 		t.Errorf("ConfigMap lists and watches (-want +got):\n%s", diff)
 	}
