@@ -21,7 +21,7 @@ func TestSpeakerLearnedRoutes(t *testing.T) {
 	}
 	ctx := t.Context()
 	r := startRouter(t, "router1", "127.0.0.1", "10.0.0.254", routerASN, speakerASN)
-	sp := NewSpeaker(testLogger(t, "speaker"), failOnFatal(t))
+	sp := newTestSpeaker(t, testLogger(t, "speaker"))
 	t.Cleanup(func() { sp.Stop(context.Background()) })
 
 	var mu sync.Mutex

@@ -46,7 +46,7 @@ func TestSpeakerRoutes(t *testing.T) {
 	start := time.Now()
 	r := startRouter(t, "router", "127.0.0.1", "10.0.0.254", routerASN, speakerASN)
 	r.originate(t, "10.9.0.0/24", "127.0.0.1")
-	sp := NewSpeaker(testLogger(t, "speaker"), failOnFatal(t))
+	sp := newTestSpeaker(t, testLogger(t, "speaker"))
 	t.Cleanup(func() { sp.Stop(context.Background()) })
 	paths := []Path{path("10.244.1.0/24", "10.0.0.1"), path("10.244.2.0/24", "10.0.0.1")}
 	d := Desired{
@@ -112,7 +112,7 @@ func TestSpeakerRoutesAttributes(t *testing.T) {
 		}
 	}
 
-	sp := NewSpeaker(testLogger(t, "speaker"), failOnFatal(t))
+	sp := newTestSpeaker(t, testLogger(t, "speaker"))
 	t.Cleanup(func() { sp.Stop(context.Background()) })
 	comms := NewCommunities(bgpconfig.Community{ASN: 64513, Value: 200}, bgpconfig.Community{ASN: 64513, Value: 100})
 	d := Desired{

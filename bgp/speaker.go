@@ -29,8 +29,9 @@ const exportPolicy = "route-agent-export-local"
 // hold exactly the sessions and paths of a Desired. Set may be called again
 // with the same Desired; that does nothing.
 type Speaker struct {
-	srv *server.BgpServer
-	log *slog.Logger
+	srv    *server.BgpServer
+	stream *pathStream
+	log    *slog.Logger
 
 	mu sync.Mutex
 	// What GoBGP holds now, as far as Set got.
@@ -54,14 +55,25 @@ type Speaker struct {
 }
 
 // NewSpeaker starts an embedded GoBGP server that holds no sessions and
-// listens on no port until Set gives it peers. fatal is called if GoBGP
-// reports an error it cannot go on from; the agent should then shut down.
-func NewSpeaker(log *slog.Logger, fatal func(error)) *Speaker {
+// listens on no BGP port until Set gives it peers. socketDir is a directory
+// the speaker makes private to root for its GoBGP's API socket (see
+// pathStream). fatal is called if GoBGP reports an error it cannot go on
+// from; the agent should then shut down.
+func NewSpeaker(log *slog.Logger, socketDir string, fatal func(error)) (*Speaker, error) {
+	socket, opts, err := pathStreamServer(socketDir)
+	if err != nil {
+		return nil, err
+	}
 	s := &Speaker{log: log, peers: map[netip.Addr]Peer{}, paths: map[netip.Prefix]Path{},
 		nextHops: map[nextHopPolicy]bool{}, learned: newLearned()}
-	s.srv = server.NewBgpServer(server.LoggerOption(slogAdapter{l: log, secrets: s.secrets, fatal: fatal}))
+	opts = append(opts, server.LoggerOption(slogAdapter{l: log, secrets: s.secrets, fatal: fatal}))
+	s.srv = server.NewBgpServer(opts...)
 	go s.srv.Serve()
-	return s
+	if s.stream, err = dialPathStream(socket); err != nil {
+		s.srv.Stop()
+		return nil, err
+	}
+	return s, nil
 }
 
 // SetRestarting tells the speaker, before its first Set, that this node's
@@ -116,6 +128,7 @@ func (s *Speaker) Stop(ctx context.Context) error {
 			}
 		}
 		s.srv.Stop()
+		s.stream.close()
 		s.forget()
 	}()
 	select {
@@ -381,34 +394,29 @@ func (s *Speaker) setPaths(ctx context.Context, paths []Path) error {
 	if len(adds)+len(dels) > pathLogLimit {
 		level = slog.LevelDebug
 	}
-	var advertised, withdrawn int
+	if len(adds)+len(dels) == 0 {
+		return errors.Join(errs...)
+	}
 	// Announcing a prefix GoBGP already holds replaces its path in place
 	// (GoBGP keys local paths by prefix), so a new next hop or new
 	// attributes go out as one UPDATE with no withdrawal.
+	if err := s.stream.send(ctx, adds, dels); err != nil {
+		// GoBGP may hold any part of the change. s.paths is left as it
+		// was, so the next Set sends all of it again: announcing or
+		// withdrawing a path twice is harmless.
+		return errors.Join(append(errs, fmt.Errorf("changing %d bgp paths: %w", len(adds)+len(dels), err))...)
+	}
 	for _, p := range adds {
-		if _, err := s.srv.AddPath(ctx, &api.AddPathRequest{Path: apiPath(p)}); err != nil {
-			errs = append(errs, fmt.Errorf("advertising %s: %w", p.Prefix, err))
-			continue
-		}
 		s.paths[p.Prefix] = p
-		advertised++
 		s.log.Log(ctx, level, "bgp path advertised", "prefix", p.Prefix, "nexthop", p.NextHop,
 			"localPref", p.Attrs.LocalPref, "communities", string(p.Attrs.Communities))
 	}
 	for _, p := range dels {
-		// By the path, not by the uuid AddPath returned: GoBGP looks a
-		// uuid up by scanning every path it holds, which made withdrawing
-		// 10,000 paths take half a minute.
-		if err := s.srv.DeletePath(ctx, &api.DeletePathRequest{Path: apiPath(p)}); err != nil {
-			errs = append(errs, fmt.Errorf("withdrawing %s: %w", p.Prefix, err))
-			continue
-		}
 		delete(s.paths, p.Prefix)
-		withdrawn++
 		s.log.Log(ctx, level, "bgp path withdrawn", "prefix", p.Prefix, "nexthop", p.NextHop)
 	}
 	if level != slog.LevelInfo {
-		s.log.Info("bgp paths changed", "advertised", advertised, "withdrawn", withdrawn, "failed", len(errs))
+		s.log.Info("bgp paths changed", "advertised", len(adds), "withdrawn", len(dels))
 	}
 	return errors.Join(errs...)
 }

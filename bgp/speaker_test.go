@@ -49,7 +49,7 @@ const (
 // testLogger returns a logger that writes to the test output in verbose
 // mode and stops writing when the test ends: GoBGP goroutines outlive
 // Stop and may still log.
-func testLogger(t *testing.T, component string) *slog.Logger {
+func testLogger(t testing.TB, component string) *slog.Logger {
 	if !testing.Verbose() {
 		return slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -80,7 +80,7 @@ func (c *closingWriter) close() {
 }
 
 // freePort returns a TCP port that was free on addr a moment ago.
-func freePort(t *testing.T, addr string) uint16 {
+func freePort(t testing.TB, addr string) uint16 {
 	t.Helper()
 	l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
 	if err != nil {
@@ -110,7 +110,7 @@ type router struct {
 	established atomic.Int32
 }
 
-func startRouter(t *testing.T, name, listenAddr, routerID string, asn, speakerASN uint32) *router {
+func startRouter(t testing.TB, name, listenAddr, routerID string, asn, speakerASN uint32) *router {
 	t.Helper()
 	ctx := t.Context()
 	r := &router{name: name, addr: netip.MustParseAddr(listenAddr), asn: asn, speaker: "127.0.0.1"}
@@ -169,14 +169,14 @@ func startRouter(t *testing.T, name, listenAddr, routerID string, asn, speakerAS
 }
 
 // addSpeaker configures the speaker as a passive neighbor.
-func (r *router) addSpeaker(t *testing.T, speakerASN uint32) {
+func (r *router) addSpeaker(t testing.TB, speakerASN uint32) {
 	t.Helper()
 	r.addSpeakerWith(t, speakerASN, "", r.family)
 }
 
 // addSpeakerWith configures the speaker as a passive neighbor with a TCP
 // MD5 password ("" for none) and the families the router offers.
-func (r *router) addSpeakerWith(t *testing.T, speakerASN uint32, password string, families ...*api.Family) {
+func (r *router) addSpeakerWith(t testing.TB, speakerASN uint32, password string, families ...*api.Family) {
 	t.Helper()
 	p := &api.Peer{
 		Conf:      &api.PeerConf{NeighborAddress: r.speaker, PeerAsn: speakerASN, AuthPassword: password},
@@ -282,7 +282,7 @@ func (r *router) speakerSession(ctx context.Context) (*api.Peer, error) {
 
 // eventually calls check until it returns nil, and fails the test with the
 // last error if that does not happen within pollTimeout.
-func eventually(t *testing.T, what string, check func() error) {
+func eventually(t testing.TB, what string, check func() error) {
 	t.Helper()
 	deadline := time.Now().Add(pollTimeout)
 	for {
@@ -425,7 +425,7 @@ func TestSpeaker(t *testing.T) {
 	routers := []*router{r1, r2}
 
 	logs := &syncBuffer{}
-	sp := NewSpeaker(teeLogger(t, "speaker", logs), failOnFatal(t))
+	sp := newTestSpeaker(t, teeLogger(t, "speaker", logs))
 	t.Cleanup(func() { sp.Stop(context.Background()) })
 	// Session events go to the log: the test reads them back at the end.
 	watchCtx, cancelWatch := context.WithCancel(context.Background())
@@ -756,7 +756,7 @@ func TestSpeakerReplacesPathInPlace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sp := NewSpeaker(testLogger(t, "speaker"), failOnFatal(t))
+	sp := newTestSpeaker(t, testLogger(t, "speaker"))
 	t.Cleanup(func() { sp.Stop(context.Background()) })
 	prefix := netip.MustParsePrefix("10.5.112.0/24")
 	d := Desired{
@@ -863,7 +863,7 @@ func newTestAdapter(l *slog.Logger) slogAdapter {
 	return slogAdapter{l: l, secrets: func() []string { return nil }, fatal: func(error) {}}
 }
 
-func failOnFatal(t *testing.T) func(error) {
+func failOnFatal(t testing.TB) func(error) {
 	return func(err error) { t.Errorf("speaker reported fatal: %v", err) }
 }
 
@@ -881,7 +881,7 @@ func TestSpeakerIPv6(t *testing.T) {
 	}
 	ctx := t.Context()
 	r := startRouter(t, "router6", "::1", "10.0.0.254", routerASN, speakerASN)
-	sp := NewSpeaker(testLogger(t, "speaker"), failOnFatal(t))
+	sp := newTestSpeaker(t, testLogger(t, "speaker"))
 	t.Cleanup(func() { sp.Stop(context.Background()) })
 
 	v6Paths := []Path{path("fd00:244:1::/64", "fd00::10"), path("fd00:244:2::/64", "fd00::10")}
@@ -959,7 +959,7 @@ func TestSpeakerPasswordFromSecret(t *testing.T) {
 	r2 := startRouter(t, "router2", "127.0.0.2", "10.0.0.253", routerASN, speakerASN)
 
 	logs := &syncBuffer{}
-	sp := NewSpeaker(teeLogger(t, "speaker", logs), failOnFatal(t))
+	sp := newTestSpeaker(t, teeLogger(t, "speaker", logs))
 	t.Cleanup(func() { sp.Stop(context.Background()) })
 
 	cfg := parseConfig(t, fmt.Sprintf(`
@@ -1067,7 +1067,7 @@ func TestSpeakerDualStackSession(t *testing.T) {
 	r1 := startRouter(t, "router1", "127.0.0.1", "10.0.0.254", routerASN, speakerASN)
 	r1.replaceSpeaker(t, speakerASN, "", ipv4Unicast, ipv6Unicast)
 	r2 := startRouter(t, "router2", "127.0.0.2", "10.0.0.253", router2ASN, speakerASN)
-	sp := NewSpeaker(testLogger(t, "speaker"), failOnFatal(t))
+	sp := newTestSpeaker(t, testLogger(t, "speaker"))
 	t.Cleanup(func() { sp.Stop(context.Background()) })
 
 	v4 := []Path{path("10.244.1.0/24", "10.0.0.1")}
@@ -1140,4 +1140,14 @@ func TestSpeakerDualStackSession(t *testing.T) {
 		set(t)
 		eventually(t, "router1 back to the node's next hop", ribOfIs(ctx, r1, ipv6Unicast, wantRIB(v6)))
 	})
+}
+
+// newTestSpeaker is NewSpeaker with its socket in a directory of the test's.
+func newTestSpeaker(t testing.TB, log *slog.Logger) *Speaker {
+	t.Helper()
+	sp, err := NewSpeaker(log, t.TempDir(), failOnFatal(t))
+	if err != nil {
+		t.Fatalf("NewSpeaker: %v", err)
+	}
+	return sp
 }

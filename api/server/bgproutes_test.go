@@ -100,9 +100,12 @@ func TestListBGPRoutesFromSpeaker(t *testing.T) {
 	start := time.Now()
 	port := startIBGPRouter(t)
 
-	sp := bgp.NewSpeaker(slog.New(slog.NewTextHandler(io.Discard, nil)), func(err error) { t.Errorf("speaker: fatal: %v", err) })
+	sp, err := bgp.NewSpeaker(slog.New(slog.NewTextHandler(io.Discard, nil)), t.TempDir(), func(err error) { t.Errorf("speaker: fatal: %v", err) })
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { sp.Stop(context.Background()) })
-	err := sp.Set(ctx, bgp.Desired{
+	err = sp.Set(ctx, bgp.Desired{
 		Global: bgp.Global{ASN: sameASN, RouterID: netip.MustParseAddr("10.0.0.1")},
 		Peers: []bgp.Peer{{Address: netip.MustParseAddr("127.0.0.1"), Port: port, ASN: sameASN, LocalASN: sameASN,
 			HoldTime: 9 * time.Second, KeepaliveTime: 3 * time.Second}},

@@ -210,7 +210,11 @@ func run(ctx context.Context, o options) error {
 	// session or listen.
 	var speaker *bgp.Speaker
 	if bgpOn {
-		speaker = bgp.NewSpeaker(log, fail)
+		// GoBGP's own API socket, private to root, beside routectl's.
+		speaker, err = bgp.NewSpeaker(log, filepath.Join(filepath.Dir(o.socket), "gobgp"), fail)
+		if err != nil {
+			return fmt.Errorf("starting the bgp speaker: %w", err)
+		}
 	}
 	// A marker in --state-dir (a tmpfs: a reboot clears it) says an agent
 	// runs; found at start, the last run crashed with its routes in place,
