@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -39,6 +40,19 @@ func HTTPHandler(reg *prometheus.Registry, ready func() (bool, []string)) http.H
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	return mux
+}
+
+// PprofHandler serves Go's profiles under /debug/pprof/ (net/http/pprof),
+// for --pprof-listen: on a separate, opt-in listener, since a profile
+// shows the agent's internals and costs CPU while it is taken.
+func PprofHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
 }
 

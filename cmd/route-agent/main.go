@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -49,6 +50,7 @@ type options struct {
 	logLevel     string
 	metrics      string
 	health       string
+	pprof        string
 	stateDir     string
 	shutdownWait time.Duration
 
@@ -105,6 +107,7 @@ ROUTE_AGENT_TUNNEL_PROTOCOL; the command line wins.`,
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.stateDir, "state-dir", "/run/route-agent", "directory keeping the last good bgp-config, so a restart while the ConfigMap holds a rejected edit keeps it running; empty disables")
 	f.StringVar(&o.metrics, "metrics-listen", ":9955", "address serving Prometheus metrics on /metrics (and /healthz, /readyz); empty disables them")
+	f.StringVar(&o.pprof, "pprof-listen", "", "address serving Go's profiles on /debug/pprof/ (e.g. 127.0.0.1:6060), for debugging; empty (the default) disables them")
 	f.StringVar(&o.health, "health-listen", "127.0.0.1:9956", "address serving the probes /healthz (liveness) and /readyz (readiness); empty disables them")
 	f.DurationVar(&o.shutdownWait, "shutdown-timeout", 10*time.Second, "on SIGTERM, how long to wait for API calls in flight and for the BGP speaker's Cease notifications")
 	f.BoolVar(&o.autoDirect, "auto-direct-node-routes", true, "route other nodes' pod CIDRs directly to nodes whose address is on-link (same L2 segment)")
@@ -168,6 +171,12 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	restCfg.UserAgent = "route-agent/" + o.nodeName
+	// Every object the agent reads is a built-in type, which the API
+	// server also serves as protobuf: listing 10,000 Services and their
+	// EndpointSlices decodes several times faster, with less garbage,
+	// than as JSON.
+	restCfg.ContentType = runtime.ContentTypeProtobuf
+	restCfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
 	client, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return fmt.Errorf("creating kubernetes client: %w", err)
@@ -356,6 +365,9 @@ func run(ctx context.Context, o options) error {
 		goRun(func() error {
 			return server.ServeHTTP(ctx, "--metrics-listen", o.metrics, server.HTTPHandler(reg, eng.Ready))
 		})
+	}
+	if o.pprof != "" {
+		goRun(func() error { return server.ServeHTTP(ctx, "--pprof-listen", o.pprof, server.PprofHandler()) })
 	}
 	if o.health != "" {
 		goRun(func() error {

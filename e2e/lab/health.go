@@ -30,3 +30,24 @@ func (l *Lab) Probe(ctx context.Context, n *Node, path string) (int, string, err
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), err
 }
+
+// CPUProfile takes a CPU profile of d from n's agent, which must run with
+// --pprof-listen addr, from inside n's namespace.
+func (l *Lab) CPUProfile(ctx context.Context, n *Node, addr string, d time.Duration) ([]byte, error) {
+	c := &http.Client{Transport: &http.Transport{DialContext: nsDialer(n.NS)}, Timeout: d + 30*time.Second}
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(d.Seconds()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("profiling %s: %w", n.Name, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("profiling %s: %s: %s", n.Name, resp.Status, b)
+	}
+	return b, err
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"time"
 
 	"routeagent.io/route-agent/e2e/bench"
@@ -74,7 +76,13 @@ func p1(ctx context.Context, e *env) ([]row, error) {
 	}
 	logf("P1: %d Services (addresses written, one ready endpoint each) → lbtor, route-agent against FRR, %d rounds each", lbServices, *rounds)
 
+	agentRounds := 0
 	agentRound := func() (p1Round, error) {
+		agentRounds++
+		if *pprofDir != "" {
+			done := profileAgent(ctx, e, 3*time.Second, fmt.Sprintf("p1-agent-round%d.pprof", agentRounds))
+			defer func() { <-done }()
+		}
 		var added, removed time.Time
 		r, err := p1Measure(ctx, lb, nodeAddr, "route-agent",
 			func() (t time.Time, err error) { added, err = lb.setPool(ctx, e.l, true); return added, err },
@@ -248,4 +256,27 @@ func p1Delete(ctx context.Context, e *env, lb *lbEnv) (p1Deletion, error) {
 	}
 	d = p1Deletion{api: last.Sub(t0), lag: max(0, at.Sub(last)), total: at.Sub(t0)}
 	return d, c.Stop()
+}
+
+// pprofAddr is where the bench node's agent serves its profiles with --pprof.
+const pprofAddr = "127.0.0.1:9957"
+
+// profileAgent takes a CPU profile of d from the bench node's agent into
+// name in --pprof's directory, and closes the channel when it is written.
+func profileAgent(ctx context.Context, e *env, d time.Duration, name string) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b, err := e.l.CPUProfile(ctx, e.node, pprofAddr, d)
+		if err == nil {
+			path := filepath.Join(*pprofDir, name)
+			if err = os.WriteFile(path, b, 0o644); err == nil {
+				logf("  CPU profile of the agent: %s", path)
+			}
+		}
+		if err != nil {
+			logf("  CPU profile of the agent: %v", err)
+		}
+	}()
+	return done
 }
