@@ -266,6 +266,15 @@ func TestWatchServices(t *testing.T) {
 		t.Errorf("Services after the move mismatch (-want +got):\n%s", diff)
 	}
 
+	// A Node event reuses the Services read before: they stay as they were.
+	if _, err := w.client.CoreV1().Nodes().Create(context.Background(), nodeSpec{name: "node-a", rv: "5"}.obj(), metav1.CreateOptions{}); err != nil {
+		t.Fatalf("creating node: %v", err)
+	}
+	got = w.waitFor("node-a", func(s *snapshot.Cluster) bool { return s.Self != nil })
+	if diff := cmp.Diff([]snapshot.Service{want}, got.Services, addrCmp); diff != "" {
+		t.Errorf("Services after a Node event mismatch (-want +got):\n%s", diff)
+	}
+
 	if err := w.client.CoreV1().Services("shop").Delete(context.Background(), "web", metav1.DeleteOptions{}); err != nil {
 		t.Fatalf("deleting service: %v", err)
 	}

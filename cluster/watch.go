@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -78,13 +79,22 @@ func Watch(ctx context.Context, opts WatchOptions, publish func(*snapshot.Cluste
 	nodeInformer := factory.Core().V1().Nodes()
 	// Every agent caches every Node; drop the bulky fields it never reads
 	// (image lists, managed fields) so a large cluster stays cheap.
-	if err := nodeInformer.Informer().SetTransform(trimNode); err != nil {
+	if err := nodeInformer.Informer().SetTransform(slimNode); err != nil {
 		return fmt.Errorf("watching nodes: %w", err)
 	}
 	if _, err := nodeInformer.Informer().AddEventHandler(handler); err != nil {
 		return fmt.Errorf("watching nodes: %w", err)
 	}
-	services, err := watchServices(factory, handler)
+	// A Node heartbeat or a ConfigMap edit leaves the Services as they
+	// were: only an event of theirs makes build read 10,000 of them again.
+	servicesChanged := &atomic.Bool{}
+	servicesChanged.Store(true)
+	markServices := func() { servicesChanged.Store(true); dirty.Fire() }
+	services, err := watchServices(factory, cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { markServices() },
+		UpdateFunc: func(any, any) { markServices() },
+		DeleteFunc: func(any) { markServices() },
+	})
 	if err != nil {
 		return err
 	}
@@ -105,7 +115,7 @@ func Watch(ctx context.Context, opts WatchOptions, publish func(*snapshot.Cluste
 		factories = append(factories, f)
 		return inf.Lister(), nil
 	}
-	b := builder{opts: opts, log: log, nodes: nodeInformer.Lister(), services: services}
+	b := builder{opts: opts, log: log, nodes: nodeInformer.Lister(), services: services, servicesChanged: servicesChanged}
 	if opts.BGPConfig.Name != "" {
 		b.bgp = &configWatch[bgpconfig.Config]{
 			what: "bgp-config", key: BGPConfigKey, ref: opts.BGPConfig, parse: bgpconfig.Parse,
@@ -175,6 +185,12 @@ type builder struct {
 	services *serviceWatch
 	bgp      *configWatch[bgpconfig.Config]  // nil when BGP is off
 	masq     *configWatch[masqconfig.Config] // nil when not watched
+
+	// servicesChanged is set by every Service and EndpointSlice event;
+	// until the next, build reuses lastServices (snapshots are never
+	// modified, so they can share it).
+	servicesChanged *atomic.Bool
+	lastServices    []snapshot.Service
 }
 
 func (b *builder) build() *snapshot.Cluster {
@@ -192,14 +208,18 @@ func (b *builder) build() *snapshot.Cluster {
 			s.Self = &s.Nodes[i]
 		}
 	}
-	services, warnings, err := b.services.read()
-	if err != nil { // as for nodes: never with a cache lister
-		b.log.Error("reading services", "err", err)
+	// Cleared before reading: an event during the read comes back.
+	if b.servicesChanged.Swap(false) {
+		services, warnings, err := b.services.read()
+		if err != nil { // as for nodes: never with a cache lister
+			b.log.Error("reading services", "err", err)
+		}
+		for _, w := range warnings {
+			b.log.Warn(w)
+		}
+		b.lastServices = services
 	}
-	for _, w := range warnings {
-		b.log.Warn(w)
-	}
-	s.Services = services
+	s.Services = b.lastServices
 	if b.bgp != nil {
 		s.BGP = b.bgp.read()
 	}
@@ -319,10 +339,17 @@ func nodeFrom(o *corev1.Node, log *slog.Logger) snapshot.Node {
 	return n
 }
 
-func trimNode(obj any) (any, error) {
-	if n, ok := obj.(*corev1.Node); ok {
-		n.ManagedFields = nil
-		n.Status.Images = nil
+// slimNode keeps of a Node only what nodeFrom reads and the informer's
+// identity fields: every agent caches every Node, and a Node's status
+// (conditions, capacity, images, nodeInfo) is most of it.
+func slimNode(obj any) (any, error) {
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return dropManagedFields(obj)
 	}
-	return obj, nil
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion, Labels: n.Labels},
+		Spec:       corev1.NodeSpec{PodCIDR: n.Spec.PodCIDR, PodCIDRs: n.Spec.PodCIDRs},
+		Status:     corev1.NodeStatus{Addresses: n.Status.Addresses},
+	}, nil
 }
