@@ -1,6 +1,7 @@
 package lbipam
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -199,7 +200,33 @@ func TestRequestFor(t *testing.T) {
 			if diff := cmp.Diff(tc.want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 				t.Errorf("RequestFor (-want +got):\n%s", diff)
 			}
+			// The leader's cache holds slim copies: they must ask for
+			// exactly what the Service does.
+			slim, _ := slimService(tc.svc.DeepCopy())
+			slimGot, slimErr := RequestFor(slim.(*corev1.Service))
+			if fmt.Sprint(slimErr) != fmt.Sprint(err) {
+				t.Errorf("RequestFor(slim copy) error = %v, want %v", slimErr, err)
+			}
+			if diff := cmp.Diff(got, slimGot, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+				t.Errorf("RequestFor(slim copy) differs from the Service's (-full +slim):\n%s", diff)
+			}
 		})
+	}
+}
+
+func TestStatusPatch(t *testing.T) {
+	for _, tc := range []struct {
+		addrs []netip.Addr
+		want  string
+	}{
+		{[]netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")},
+			`{"metadata":{"resourceVersion":"42"},"status":{"loadBalancer":{"ingress":[{"ip":"192.0.2.1"},{"ip":"2001:db8::1"}]}}}`},
+		{nil, `{"metadata":{"resourceVersion":"42"},"status":{"loadBalancer":{"ingress":null}}}`},
+	} {
+		got, err := statusPatch("42", tc.addrs)
+		if err != nil || string(got) != tc.want {
+			t.Errorf("statusPatch(42, %v) = %s, %v; want %s", tc.addrs, got, err, tc.want)
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package lbipam
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -12,8 +13,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/pager"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
 
@@ -47,7 +51,7 @@ func (c *Controller) lead(ctx context.Context) {
 	factory := informers.NewSharedInformerFactory(c.client, 0)
 	defer factory.Shutdown()
 	inf := factory.Core().V1().Services()
-	if err := inf.Informer().SetTransform(trimService); err != nil {
+	if err := inf.Informer().SetTransform(slimService); err != nil {
 		c.log.Error("watching services", "err", err)
 		return
 	}
@@ -97,10 +101,31 @@ func (c *Controller) lead(ctx context.Context) {
 // the informer's first list, which a watch cache may serve stale: the
 // previous leader's last writes must be seen.
 func (c *Controller) restore(ctx context.Context, t *term) error {
-	var list *corev1.ServiceList
+	var holdings []allocator.Holding
+	var byKey map[string]*corev1.Service
 	for {
-		var err error
-		list, err = c.client.CoreV1().Services(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
+		holdings, byKey = nil, map[string]*corev1.Service{}
+		// In pages, keeping only the slim copy of each: one list of
+		// every Service at once would be the leader's largest allocation.
+		p := pager.New(func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+			return c.client.CoreV1().Services(metav1.NamespaceAll).List(ctx, opts)
+		})
+		err := p.EachListItem(ctx, metav1.ListOptions{}, func(obj runtime.Object) error {
+			o, _ := slimService(obj)
+			svc, ok := o.(*corev1.Service)
+			if !ok {
+				return nil
+			}
+			addrs := ingressAddrs(svc)
+			if !Ours(svc) || len(addrs) == 0 {
+				return nil
+			}
+			req, _ := RequestFor(svc) // ports and keys are all Restore needs
+			key := svc.Namespace + "/" + svc.Name
+			byKey[key] = svc
+			holdings = append(holdings, allocator.Holding{Service: key, Created: svc.CreationTimestamp.Time, Addrs: addrs, Request: req})
+			return nil
+		})
 		if err == nil {
 			break
 		}
@@ -110,19 +135,6 @@ func (c *Controller) restore(ctx context.Context, t *term) error {
 			return ctx.Err()
 		case <-time.After(c.timing.retryPeriod):
 		}
-	}
-	var holdings []allocator.Holding
-	byKey := map[string]*corev1.Service{}
-	for i := range list.Items {
-		svc := &list.Items[i]
-		addrs := ingressAddrs(svc)
-		if !Ours(svc) || len(addrs) == 0 {
-			continue
-		}
-		req, _ := RequestFor(svc) // ports and keys are all Restore needs
-		key := svc.Namespace + "/" + svc.Name
-		byKey[key] = svc
-		holdings = append(holdings, allocator.Holding{Service: key, Created: svc.CreationTimestamp.Time, Addrs: addrs, Request: req})
 	}
 	c.mu.Lock()
 	t.alloc.SetPools(c.pools)
@@ -338,9 +350,14 @@ func (c *Controller) writeStatus(ctx context.Context, svc *corev1.Service, addrs
 		if !still(obj) || slices.Equal(ingressAddrs(obj), addrs) {
 			return nil
 		}
-		upd := obj.DeepCopy()
-		upd.Status.LoadBalancer.Ingress = ingressFor(addrs)
-		if _, err := c.client.CoreV1().Services(svc.Namespace).UpdateStatus(ctx, upd, metav1.UpdateOptions{}); err != nil {
+		// A merge patch of the status alone, which the cache's slim copy
+		// can write; its resourceVersion makes it fail with a conflict,
+		// as an update would, if the Service changed since.
+		patch, err := statusPatch(obj.ResourceVersion, addrs)
+		if err != nil {
+			return err
+		}
+		if _, err := c.client.CoreV1().Services(svc.Namespace).Patch(ctx, svc.Name, types.MergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
 			return err
 		}
 		wrote = true
@@ -350,6 +367,19 @@ func (c *Controller) writeStatus(ctx context.Context, svc *corev1.Service, addrs
 		return false, fmt.Errorf("writing status.loadBalancer of service %s/%s: %w", svc.Namespace, svc.Name, err)
 	}
 	return wrote, nil
+}
+
+// statusPatch is the merge patch setting status.loadBalancer.ingress to
+// addrs (removing it for none) on the Service version rv.
+func statusPatch(rv string, addrs []netip.Addr) ([]byte, error) {
+	var ingress any // null removes the list
+	if in := ingressFor(addrs); len(in) > 0 {
+		ingress = in
+	}
+	return json.Marshal(map[string]any{
+		"metadata": map[string]any{"resourceVersion": rv},
+		"status":   map[string]any{"loadBalancer": map[string]any{"ingress": ingress}},
+	})
 }
 
 func addrText(addrs []netip.Addr) string {
@@ -363,10 +393,44 @@ func addrText(addrs []netip.Addr) string {
 	return s
 }
 
-// trimService drops what the controller never reads from the cache.
-func trimService(obj any) (any, error) {
-	if s, ok := obj.(*corev1.Service); ok {
-		s.ManagedFields = nil
+// slimService keeps of a Service only what Ours, RequestFor, ingressAddrs
+// and Events read, and the informer's identity fields: the leader caches
+// every Service of the cluster, and status writes are patches that need
+// no more.
+func slimService(obj any) (any, error) {
+	s, ok := obj.(*corev1.Service)
+	if !ok {
+		if o, ok := obj.(metav1.Object); ok {
+			o.SetManagedFields(nil)
+		}
+		return obj, nil
 	}
-	return obj, nil
+	out := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, UID: s.UID,
+			ResourceVersion: s.ResourceVersion, CreationTimestamp: s.CreationTimestamp},
+		Spec: corev1.ServiceSpec{Type: s.Spec.Type},
+	}
+	if s.Spec.Type != corev1.ServiceTypeLoadBalancer {
+		return out, nil
+	}
+	for _, k := range []string{AnnotationPool, AnnotationPoolMetalLB, AnnotationIPs, AnnotationIPsMetalLB, AnnotationShared, AnnotationSharedMetalLB} {
+		if v, ok := s.Annotations[k]; ok {
+			if out.Annotations == nil {
+				out.Annotations = map[string]string{}
+			}
+			out.Annotations[k] = v
+		}
+	}
+	out.Spec = corev1.ServiceSpec{
+		Type: s.Spec.Type, LoadBalancerClass: s.Spec.LoadBalancerClass, LoadBalancerIP: s.Spec.LoadBalancerIP,
+		ExternalTrafficPolicy: s.Spec.ExternalTrafficPolicy, Selector: s.Spec.Selector,
+		IPFamilies: s.Spec.IPFamilies, IPFamilyPolicy: s.Spec.IPFamilyPolicy, ClusterIPs: s.Spec.ClusterIPs,
+	}
+	for _, p := range s.Spec.Ports {
+		out.Spec.Ports = append(out.Spec.Ports, corev1.ServicePort{Protocol: p.Protocol, Port: p.Port})
+	}
+	for _, in := range s.Status.LoadBalancer.Ingress {
+		out.Status.LoadBalancer.Ingress = append(out.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: in.IP})
+	}
+	return out, nil
 }
