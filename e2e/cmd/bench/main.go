@@ -38,10 +38,10 @@ type row struct {
 }
 
 var (
-	rounds = flag.Int("rounds", 5, "rounds of P1, P2 (per speaker), P3 and T1; the table shows medians")
-	only   = flag.String("only", "", "comma-separated figures to run (P1,P2,P3,P6,P7,P8,P9,A,T1,M1); empty runs all")
+	rounds   = flag.Int("rounds", 5, "rounds of P1, P2 (per speaker), P3 and T1; the table shows medians")
+	only     = flag.String("only", "", "comma-separated figures to run (P1,P2,P3,P6,P7,P8,P9,A,T1,M1); empty runs all")
 	pprofDir = flag.String("pprof", "", "directory to write CPU profiles of the bench node's agent into (P1's agent rounds); empty takes none")
-	p7Wait = flag.Duration("p7-timeout", 4*time.Minute, "how long P7 waits for the first 100,000 routes in the kernels, and for each restart's resync")
+	p7Wait   = flag.Duration("p7-timeout", 4*time.Minute, "how long P7 waits for the first 100,000 routes in the kernels, and for each restart's resync")
 )
 
 func main() {
