@@ -34,20 +34,25 @@ func (l *Lab) Probe(ctx context.Context, n *Node, path string) (int, string, err
 // CPUProfile takes a CPU profile of d from n's agent, which must run with
 // --pprof-listen addr, from inside n's namespace.
 func (l *Lab) CPUProfile(ctx context.Context, n *Node, addr string, d time.Duration) ([]byte, error) {
-	c := &http.Client{Transport: &http.Transport{DialContext: nsDialer(n.NS)}, Timeout: d + 30*time.Second}
-	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(d.Seconds()))
+	return l.AgentGet(ctx, n, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(d.Seconds())), d+30*time.Second)
+}
+
+// AgentGet fetches url (one of the agent's HTTP listeners) from inside n's
+// namespace and returns the body of a 200 answer.
+func (l *Lab) AgentGet(ctx context.Context, n *Node, url string, timeout time.Duration) ([]byte, error) {
+	c := &http.Client{Transport: &http.Transport{DialContext: nsDialer(n.NS)}, Timeout: timeout}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("profiling %s: %w", n.Name, err)
+		return nil, fmt.Errorf("%s of %s: %w", url, n.Name, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err == nil && resp.StatusCode != http.StatusOK {
-		err = fmt.Errorf("profiling %s: %s: %s", n.Name, resp.Status, b)
+		err = fmt.Errorf("%s of %s: %s: %s", url, n.Name, resp.Status, b)
 	}
 	return b, err
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"routeagent.io/route-agent/e2e/bench"
@@ -85,8 +87,8 @@ func p6(ctx context.Context, e *env) ([]row, error) {
 			if err != nil {
 				return nil, err
 			}
-			logf("P6 round %d, %s: settled with VmRSS %s (anonymous %s, files %s), VmHWM %s",
-				i+1, mode.name, mib(mem.RSS), mib(mem.Anon), mib(mem.File), mib(mem.HWM))
+			logf("P6 round %d, %s: settled with VmRSS %s (anonymous %s, files %s), VmHWM %s; %s",
+				i+1, mode.name, mib(mem.RSS), mib(mem.Anon), mib(mem.File), mib(mem.HWM), goMemory(ctx, e))
 			rss[m], hwm[m] = append(rss[m], mem.RSS), append(hwm[m], mem.HWM)
 		}
 	}
@@ -145,3 +147,23 @@ func p6Settled(ctx context.Context, e *env) (bench.Memory, error) {
 }
 
 func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+// goMemory is the Go runtime's own account of the bench node's agent's
+// memory, from its metrics: what of the anonymous memory is live heap, and
+// what is heap the runtime holds but has not given back.
+func goMemory(ctx context.Context, e *env) string {
+	b, err := e.l.AgentGet(ctx, e.node, "http://127.0.0.1:9955/metrics", 10*time.Second)
+	if err != nil {
+		return fmt.Sprintf("Go runtime: %v", err)
+	}
+	v := map[string]float64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && strings.HasPrefix(f[0], "go_memstats_") {
+			v[f[0]], _ = strconv.ParseFloat(f[1], 64)
+		}
+	}
+	m := func(k string) string { return mib(uint64(v["go_memstats_"+k])) }
+	return fmt.Sprintf("Go heap: live %s, in use %s, idle %s of which released %s; stacks %s; next GC at %s",
+		m("alloc_bytes"), m("heap_inuse_bytes"), m("heap_idle_bytes"), m("heap_released_bytes"), m("stack_inuse_bytes"), m("next_gc_bytes"))
+}
