@@ -78,6 +78,34 @@ func apiPath(p Path) *api.Path {
 	return &api.Path{Family: fam, Nlri: nlri, Pattrs: attrs}
 }
 
+// apiPaths is apiPath for many paths, marking them withdrawals when
+// withdraw is set. IPv4 paths with the same next hop and attributes share
+// one attribute list: 10,000 LoadBalancer addresses of a pool differ only
+// in their prefix, and marshalling their attributes once each was a good
+// part of handing them to GoBGP. (An IPv6 path's attributes hold its
+// prefix, in MP_REACH_NLRI.)
+func apiPaths(paths []Path, withdraw bool) []*api.Path {
+	out := make([]*api.Path, 0, len(paths))
+	shared := map[Path][]*anypb.Any{}
+	for _, p := range paths {
+		var ap *api.Path
+		if key := (Path{NextHop: p.NextHop, Attrs: p.Attrs}); p.Prefix.Addr().Is4() && p.NextHop.Is4() {
+			if attrs, ok := shared[key]; ok {
+				nlri := mustAny(&api.IPAddressPrefix{Prefix: p.Prefix.Addr().String(), PrefixLen: uint32(p.Prefix.Bits())})
+				ap = &api.Path{Family: familyOf(p.Prefix.Addr()), Nlri: nlri, Pattrs: attrs}
+			} else {
+				ap = apiPath(p)
+				shared[key] = ap.Pattrs
+			}
+		} else {
+			ap = apiPath(p)
+		}
+		ap.IsWithdraw = withdraw
+		out = append(out, ap)
+	}
+	return out
+}
+
 // Graceful restart (RFC 4724): a peer keeps this node's routes, marked
 // stale, for restartTime after the session drops without a NOTIFICATION (a
 // crash, kill -9, an OOM kill), since the node's kernel routes, and so its

@@ -118,15 +118,7 @@ func dialPathStream(socket string) (*pathStream, error) {
 // error GoBGP may hold any part of them; announcing or withdrawing a path
 // again is harmless, so the caller retries the whole set.
 func (p *pathStream) send(ctx context.Context, adds, dels []Path) error {
-	paths := make([]*api.Path, 0, len(adds)+len(dels))
-	for _, a := range adds {
-		paths = append(paths, apiPath(a))
-	}
-	for _, d := range dels {
-		w := apiPath(d)
-		w.IsWithdraw = true
-		paths = append(paths, w)
-	}
+	paths := append(apiPaths(adds, false), apiPaths(dels, true)...)
 	stream, err := p.client.AddPathStream(ctx, grpc.WaitForReady(true))
 	if err != nil {
 		return fmt.Errorf("opening GoBGP's path stream: %w", err)

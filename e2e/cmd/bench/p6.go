@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -74,6 +76,9 @@ func p6(ctx context.Context, e *env) ([]row, error) {
 		name string
 		args []string
 	}{{"default flags, leading the allocator", nil}, {"not allocating (--lb-ipam=false)", speakerArgs}}
+	if *pprofDir != "" {
+		modes[0].args = []string{"--pprof-listen=" + pprofAddr}
+	}
 	var rss, hwm [2][]uint64
 	for i := range p6Rounds {
 		for m, mode := range modes {
@@ -90,6 +95,9 @@ func p6(ctx context.Context, e *env) ([]row, error) {
 			logf("P6 round %d, %s: settled with VmRSS %s (anonymous %s, files %s), VmHWM %s; %s",
 				i+1, mode.name, mib(mem.RSS), mib(mem.Anon), mib(mem.File), mib(mem.HWM), goMemory(ctx, e))
 			rss[m], hwm[m] = append(rss[m], mem.RSS), append(hwm[m], mem.HWM)
+			if *pprofDir != "" {
+				saveHeapProfile(ctx, e, fmt.Sprintf("p6-round%d-mode%d.heap", i+1, m+1))
+			}
 		}
 	}
 	if err := lb.agentArgs(ctx, e, speakerArgs); err != nil {
@@ -166,4 +174,19 @@ func goMemory(ctx context.Context, e *env) string {
 	m := func(k string) string { return mib(uint64(v["go_memstats_"+k])) }
 	return fmt.Sprintf("Go heap: live %s, in use %s, idle %s of which released %s; stacks %s; next GC at %s",
 		m("alloc_bytes"), m("heap_inuse_bytes"), m("heap_idle_bytes"), m("heap_released_bytes"), m("stack_inuse_bytes"), m("next_gc_bytes"))
+}
+
+// saveHeapProfile writes the bench node's agent's heap profile into name
+// in --pprof's directory.
+func saveHeapProfile(ctx context.Context, e *env, name string) {
+	b, err := e.l.AgentGet(ctx, e.node, "http://"+pprofAddr+"/debug/pprof/heap", 30*time.Second)
+	if err == nil {
+		path := filepath.Join(*pprofDir, name)
+		if err = os.WriteFile(path, b, 0o644); err == nil {
+			logf("  heap profile of the agent: %s", path)
+		}
+	}
+	if err != nil {
+		logf("  heap profile of the agent: %v", err)
+	}
 }
