@@ -18,13 +18,14 @@ import (
 	grpcstatus "google.golang.org/grpc/status"
 )
 
-// GoBGP's Go API takes one path per call, each its own turn of GoBGP's
-// main loop and its own UPDATE to every peer: 10,000 LoadBalancer
-// addresses took half a second to hand over. Only its gRPC API has
-// AddPathStream, which takes many paths (withdrawals too) in one turn and
-// lets GoBGP pack them into few UPDATEs. So the speaker serves GoBGP's
-// gRPC API on a unix socket in a directory only root may enter, answering
-// nothing but AddPathStream, and streams its path changes through it.
+// GoBGP's Go API takes one path per call, each a round trip through
+// GoBGP's main loop: handing it 10,000 LoadBalancer addresses one by one
+// took most of P1's half second. Only its gRPC API has AddPathStream,
+// which takes thousands of paths (withdrawals too) per turn of the loop.
+// So the speaker serves GoBGP's gRPC API on a unix socket in a directory
+// only root may enter, answering nothing but AddPathStream, and streams
+// its path changes through it. (GoBGP still sends each path of a change
+// in an UPDATE of its own; only a new session's first table is packed.)
 
 const (
 	addPathStreamMethod = "/apipb.GobgpApi/AddPathStream"

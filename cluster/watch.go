@@ -77,8 +77,8 @@ func Watch(ctx context.Context, opts WatchOptions, publish func(*snapshot.Cluste
 		DeleteFunc: func(any) { dirty.Fire() },
 	}
 	nodeInformer := factory.Core().V1().Nodes()
-	// Every agent caches every Node; drop the bulky fields it never reads
-	// (image lists, managed fields) so a large cluster stays cheap.
+	// Every agent caches every Node: slimNode keeps only what it reads,
+	// so a large cluster stays cheap.
 	if err := nodeInformer.Informer().SetTransform(slimNode); err != nil {
 		return fmt.Errorf("watching nodes: %w", err)
 	}
