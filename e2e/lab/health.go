@@ -31,12 +31,6 @@ func (l *Lab) Probe(ctx context.Context, n *Node, path string) (int, string, err
 	return resp.StatusCode, string(b), err
 }
 
-// CPUProfile takes a CPU profile of d from n's agent, which must run with
-// --pprof-listen addr, from inside n's namespace.
-func (l *Lab) CPUProfile(ctx context.Context, n *Node, addr string, d time.Duration) ([]byte, error) {
-	return l.AgentGet(ctx, n, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(d.Seconds())), d+30*time.Second)
-}
-
 // AgentGet fetches url (one of the agent's HTTP listeners) from inside n's
 // namespace and returns the body of a 200 answer.
 func (l *Lab) AgentGet(ctx context.Context, n *Node, url string, timeout time.Duration) ([]byte, error) {

@@ -267,16 +267,22 @@ func profileAgent(ctx context.Context, e *env, d time.Duration, name string) <-c
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		b, err := e.l.CPUProfile(ctx, e.node, pprofAddr, d)
-		if err == nil {
-			path := filepath.Join(*pprofDir, name)
-			if err = os.WriteFile(path, b, 0o644); err == nil {
-				logf("  CPU profile of the agent: %s", path)
-			}
-		}
-		if err != nil {
-			logf("  CPU profile of the agent: %v", err)
-		}
+		saveAgentProfile(ctx, e, fmt.Sprintf("profile?seconds=%d", int(d.Seconds())), d+30*time.Second, name)
 	}()
 	return done
+}
+
+// saveAgentProfile writes the bench node's agent's /debug/pprof/<which>
+// into name in --pprof's directory, and logs where (or why not).
+func saveAgentProfile(ctx context.Context, e *env, which string, timeout time.Duration, name string) {
+	b, err := e.l.AgentGet(ctx, e.node, "http://"+pprofAddr+"/debug/pprof/"+which, timeout)
+	if err == nil {
+		path := filepath.Join(*pprofDir, name)
+		if err = os.WriteFile(path, b, 0o644); err == nil {
+			logf("  profile of the agent: %s", path)
+		}
+	}
+	if err != nil {
+		logf("  profile of the agent: %v", err)
+	}
 }

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -96,7 +94,7 @@ func p6(ctx context.Context, e *env) ([]row, error) {
 				i+1, mode.name, mib(mem.RSS), mib(mem.Anon), mib(mem.File), mib(mem.HWM), goMemory(ctx, e))
 			rss[m], hwm[m] = append(rss[m], mem.RSS), append(hwm[m], mem.HWM)
 			if *pprofDir != "" {
-				saveHeapProfile(ctx, e, fmt.Sprintf("p6-round%d-mode%d.heap", i+1, m+1))
+				saveAgentProfile(ctx, e, "heap", 30*time.Second, fmt.Sprintf("p6-round%d-mode%d.heap", i+1, m+1))
 			}
 		}
 	}
@@ -174,19 +172,4 @@ func goMemory(ctx context.Context, e *env) string {
 	m := func(k string) string { return mib(uint64(v["go_memstats_"+k])) }
 	return fmt.Sprintf("Go heap: live %s, in use %s, idle %s of which released %s; stacks %s; next GC at %s",
 		m("alloc_bytes"), m("heap_inuse_bytes"), m("heap_idle_bytes"), m("heap_released_bytes"), m("stack_inuse_bytes"), m("next_gc_bytes"))
-}
-
-// saveHeapProfile writes the bench node's agent's heap profile into name
-// in --pprof's directory.
-func saveHeapProfile(ctx context.Context, e *env, name string) {
-	b, err := e.l.AgentGet(ctx, e.node, "http://"+pprofAddr+"/debug/pprof/heap", 30*time.Second)
-	if err == nil {
-		path := filepath.Join(*pprofDir, name)
-		if err = os.WriteFile(path, b, 0o644); err == nil {
-			logf("  heap profile of the agent: %s", path)
-		}
-	}
-	if err != nil {
-		logf("  heap profile of the agent: %v", err)
-	}
 }
