@@ -239,9 +239,9 @@ func TestLoadBalancerClusterAndSharedAddress(t *testing.T) {
 	// Every node advertises: tor94 from both rack-94 nodes (and tor83's
 	// copy from rack83-node1), tor83 from rack83-node1. tor83 also has
 	// tor94's copy unless tor94 chose tor83's own as best: its AS path is
-	// as long as the rack-94 nodes' ([64512] against [64513]), so FRR keeps
-	// whichever came first, and which comes first is a race between the
-	// agents.
+	// as long as the rack-94 nodes' ([64512] against [64513]), so FRR
+	// keeps the older path or, for paths of the same second, the lower
+	// router ID, tor83's 10.4.83.1; then it has nothing to send tor83.
 	waitHops(ctx, t, tor94, prefix, a.IP.String(), b.IP.String(), tor83.LinkAddr.Addr().String())
 	err := lab.WaitFor(ctx, 30*time.Second, fmt.Sprintf("%s's paths to %s", tor83.Name, prefix), func() error {
 		got, err := nextHops(ctx, tor83, prefix)
@@ -257,6 +257,9 @@ func TestLoadBalancerClusterAndSharedAddress(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if out, err := tor94.VTY(ctx, "show bgp ipv4 unicast "+prefix); err == nil {
+		t.Logf("tor94's paths to %s, with the reason for its best:\n%s", prefix, out)
 	}
 
 	// Port 7 is lb-cluster's, served by the pod on rack83-node1, whichever
