@@ -61,13 +61,22 @@ func mustAny(m proto.Message) *anypb.Any {
 
 // apiPath builds the GoBGP path that advertises prefix with nexthop, origin IGP.
 func apiPath(p Path) *api.Path {
-	fam := familyOf(p.Prefix.Addr())
-	nlri := mustAny(&api.IPAddressPrefix{Prefix: p.Prefix.Addr().String(), PrefixLen: uint32(p.Prefix.Bits())})
+	nlri := apiNLRI(p.Prefix)
+	return &api.Path{Family: familyOf(p.Prefix.Addr()), Nlri: nlri, Pattrs: apiAttrs(p, nlri)}
+}
+
+func apiNLRI(prefix netip.Prefix) *anypb.Any {
+	return mustAny(&api.IPAddressPrefix{Prefix: prefix.Addr().String(), PrefixLen: uint32(prefix.Bits())})
+}
+
+// apiAttrs are p's path attributes. Only an IPv6 path's depend on its
+// prefix (nlri), which MP_REACH_NLRI carries.
+func apiAttrs(p Path, nlri *anypb.Any) []*anypb.Any {
 	attrs := []*anypb.Any{mustAny(&api.OriginAttribute{Origin: 0})}
 	if p.Prefix.Addr().Is4() && p.NextHop.Is4() {
 		attrs = append(attrs, mustAny(&api.NextHopAttribute{NextHop: p.NextHop.String()}))
 	} else {
-		attrs = append(attrs, mustAny(&api.MpReachNLRIAttribute{Family: fam, NextHops: []string{p.NextHop.String()}, Nlris: []*anypb.Any{nlri}}))
+		attrs = append(attrs, mustAny(&api.MpReachNLRIAttribute{Family: familyOf(p.Prefix.Addr()), NextHops: []string{p.NextHop.String()}, Nlris: []*anypb.Any{nlri}}))
 	}
 	if p.Attrs.LocalPref != 0 {
 		attrs = append(attrs, mustAny(&api.LocalPrefAttribute{LocalPref: p.Attrs.LocalPref}))
@@ -75,33 +84,29 @@ func apiPath(p Path) *api.Path {
 	if c := p.Attrs.Communities.Values(); len(c) > 0 {
 		attrs = append(attrs, mustAny(&api.CommunitiesAttribute{Communities: c}))
 	}
-	return &api.Path{Family: fam, Nlri: nlri, Pattrs: attrs}
+	return attrs
 }
 
 // apiPaths is apiPath for many paths, marking them withdrawals when
 // withdraw is set. IPv4 paths with the same next hop and attributes share
 // one attribute list: 10,000 LoadBalancer addresses of a pool differ only
 // in their prefix, and marshalling their attributes once each was a good
-// part of handing them to GoBGP. (An IPv6 path's attributes hold its
-// prefix, in MP_REACH_NLRI.)
+// part of handing them to GoBGP.
 func apiPaths(paths []Path, withdraw bool) []*api.Path {
 	out := make([]*api.Path, 0, len(paths))
 	shared := map[Path][]*anypb.Any{}
 	for _, p := range paths {
-		var ap *api.Path
-		if key := (Path{NextHop: p.NextHop, Attrs: p.Attrs}); p.Prefix.Addr().Is4() && p.NextHop.Is4() {
-			if attrs, ok := shared[key]; ok {
-				nlri := mustAny(&api.IPAddressPrefix{Prefix: p.Prefix.Addr().String(), PrefixLen: uint32(p.Prefix.Bits())})
-				ap = &api.Path{Family: familyOf(p.Prefix.Addr()), Nlri: nlri, Pattrs: attrs}
-			} else {
-				ap = apiPath(p)
-				shared[key] = ap.Pattrs
-			}
+		nlri := apiNLRI(p.Prefix)
+		var attrs []*anypb.Any
+		if !p.Prefix.Addr().Is4() || !p.NextHop.Is4() {
+			attrs = apiAttrs(p, nlri)
+		} else if key := (Path{NextHop: p.NextHop, Attrs: p.Attrs}); shared[key] != nil {
+			attrs = shared[key]
 		} else {
-			ap = apiPath(p)
+			attrs = apiAttrs(p, nlri)
+			shared[key] = attrs
 		}
-		ap.IsWithdraw = withdraw
-		out = append(out, ap)
+		out = append(out, &api.Path{Family: familyOf(p.Prefix.Addr()), Nlri: nlri, Pattrs: attrs, IsWithdraw: withdraw})
 	}
 	return out
 }
