@@ -107,46 +107,54 @@ func nthAddr(p netip.Prefix, i int) netip.Addr {
 // inLB selects the Services' prefixes.
 func inLB(p netip.Prefix) bool { return p.Bits() == 32 && lbRange.Contains(p.Addr()) }
 
-// lbEnsure sets up what the LoadBalancer figures share, once: lbtor and
-// lbfrr, the bench node peering with lbtor, and the lab's rack agents
-// stopped. On two cores, four agents each planning 10,000 Services, and
-// two ToRs exchanging them, would take the CPU from the one agent under
-// test, which the FRR speaker has to itself; on a cluster each agent has
-// its node's CPUs. lbClose undoes it.
+// lbEnsure sets up what the LoadBalancer figures share, once (lbSetup),
+// and leaves the bench node's agent running as a speaker (speakerArgs)
+// with its session to lbtor.
 func lbEnsure(ctx context.Context, e *env) (*lbEnv, error) {
-	if e.lb != nil {
-		return e.lb, nil
+	if e.lb == nil {
+		if err := lbSetup(ctx, e); err != nil {
+			return e.lb, err
+		}
 	}
+	return e.lb, e.lb.agentArgs(ctx, e, speakerArgs)
+}
+
+// lbSetup makes lbtor and lbfrr, peers the bench node with lbtor, and
+// stops the lab's rack agents. On two cores, four agents each planning
+// 10,000 Services, and two ToRs exchanging them, would take the CPU from
+// the one agent under test, which the FRR speaker has to itself; on a
+// cluster each agent has its node's CPUs. lbClose undoes it.
+func lbSetup(ctx context.Context, e *env) error {
 	l := e.l
 	lb := &lbEnv{tor: &lab.Router{Name: "lbtor", ASN: lbTorASN, Addr: lbTorAddr, Segment: feedSegment}}
 	cm, err := l.Kube.CoreV1().ConfigMaps("kube-system").Get(ctx, "bgp-config", metav1.GetOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("reading the bgp-config to restore it later: %w", err)
+		return fmt.Errorf("reading the bgp-config to restore it later: %w", err)
 	}
 	lb.prevConfig = cm.Data["config.yaml"]
 	if lb.client, err = l.BulkClient(); err != nil {
-		return nil, err
+		return err
 	}
 	// From here on lbClose restores whatever was changed.
 	e.lb = lb
 	logf("LB: adding lbtor (%s, AS %d) and lbfrr (%s, AS %d) to segment %s", lbTorAddr, lbTorASN, lbFRRAddr, lbFRRASN, feedSegment)
 	if lb.tor.NS, err = l.AddHost(ctx, e.seg, lb.tor.Name, lb.tor.Addr); err != nil {
-		return lb, err
+		return err
 	}
 	// -n: the ToR keeps the routes in its BGP table and installs none, so
 	// its kernel work does not take the two cores from the speakers.
 	if err := l.StartFRRWith(ctx, lb.tor, lbTorConfig(), "-n"); err != nil {
-		return lb, err
+		return err
 	}
 	fr := &lab.Router{Name: "lbfrr", ASN: lbFRRASN, Addr: lbFRRAddr, Segment: feedSegment}
 	if fr.NS, err = l.AddHost(ctx, e.seg, fr.Name, fr.Addr); err != nil {
-		return lb, err
+		return err
 	}
 	if lb.frr, err = l.StartFRRDaemons(ctx, fr, lbFRRConfig(false)); err != nil {
-		return lb, err
+		return err
 	}
 	if _, err := l.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: lbNamespace}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return lb, fmt.Errorf("creating namespace %s: %w", lbNamespace, err)
+		return fmt.Errorf("creating namespace %s: %w", lbNamespace, err)
 	}
 	for _, n := range l.Nodes {
 		if n.Router == nil || !l.AgentRunning(n) {
@@ -154,17 +162,14 @@ func lbEnsure(ctx context.Context, e *env) (*lbEnv, error) {
 		}
 		logf("LB: stopping the agent on %s for the LoadBalancer figures", n.Name)
 		if err := l.StopAgent(n, 15*time.Second); err != nil {
-			return lb, err
+			return err
 		}
 		lb.racks = append(lb.racks, n)
 	}
 	if _, err := l.ApplyBGPConfig(ctx, lbBGPConfig(false)); err != nil {
-		return lb, err
+		return err
 	}
-	if err := lb.agentArgs(ctx, e, speakerArgs); err != nil {
-		return lb, err
-	}
-	return lb, lb.waitSession(ctx, lbFRRAddr, "lbfrr")
+	return lb.waitSession(ctx, lbFRRAddr, "lbfrr")
 }
 
 // lbClose deletes what the LoadBalancer figures made in the API server and
@@ -299,6 +304,16 @@ func lbBGPConfig(pool bool) string {
 
 // setPool puts the benchmark's pool into the bgp-config or takes it out,
 // and returns when it began writing the ConfigMap.
+// ensurePool puts the benchmark's pool in the bgp-config or takes it out,
+// unless it already is or is not.
+func (lb *lbEnv) ensurePool(ctx context.Context, l *lab.Lab, pool bool) error {
+	if lb.pool == pool {
+		return nil
+	}
+	_, err := lb.setPool(ctx, l, pool)
+	return err
+}
+
 func (lb *lbEnv) setPool(ctx context.Context, l *lab.Lab, pool bool) (time.Time, error) {
 	t0 := time.Now()
 	if _, err := l.ApplyBGPConfig(ctx, lbBGPConfig(pool)); err != nil {

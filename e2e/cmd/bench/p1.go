@@ -43,16 +43,11 @@ func p1(ctx context.Context, e *env) ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := lb.agentArgs(ctx, e, speakerArgs); err != nil {
-		return nil, err
-	}
 	if err := lb.setServices(ctx, e, lbServices); err != nil {
 		return nil, err
 	}
-	if lb.pool {
-		if _, err := lb.setPool(ctx, e.l, false); err != nil {
-			return nil, err
-		}
+	if err := lb.ensurePool(ctx, e.l, false); err != nil {
+		return nil, err
 	}
 	if err := lb.waitTor(ctx, nodeAddr, 0, 2*time.Minute); err != nil {
 		return nil, err
@@ -228,10 +223,8 @@ func p1Delete(ctx context.Context, e *env, lb *lbEnv) (p1Deletion, error) {
 	if err := lb.setServices(ctx, e, lbServices); err != nil {
 		return d, err
 	}
-	if !lb.pool {
-		if _, err := lb.setPool(ctx, e.l, true); err != nil {
-			return d, err
-		}
+	if err := lb.ensurePool(ctx, e.l, true); err != nil {
+		return d, err
 	}
 	if err := lb.waitTor(ctx, nodeAddr, lbServices, 2*time.Minute); err != nil {
 		return d, err

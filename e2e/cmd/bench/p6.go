@@ -32,13 +32,8 @@ func p6(ctx context.Context, e *env) ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := lb.agentArgs(ctx, e, speakerArgs); err != nil {
+	if err := lb.ensurePool(ctx, e.l, true); err != nil {
 		return nil, err
-	}
-	if !lb.pool {
-		if _, err := lb.setPool(ctx, e.l, true); err != nil {
-			return nil, err
-		}
 	}
 	// The floor: the same agent with none of P6's objects.
 	var floor bench.Memory

@@ -24,16 +24,11 @@ func p9(ctx context.Context, e *env) ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := lb.agentArgs(ctx, e, speakerArgs); err != nil {
-		return nil, err
-	}
 	if err := lb.setServices(ctx, e, lbServices); err != nil {
 		return nil, err
 	}
-	if !lb.pool {
-		if _, err := lb.setPool(ctx, e.l, true); err != nil {
-			return nil, err
-		}
+	if err := lb.ensurePool(ctx, e.l, true); err != nil {
+		return nil, err
 	}
 	if err := lb.waitTor(ctx, nodeAddr, lbServices, 2*time.Minute); err != nil {
 		return nil, err
