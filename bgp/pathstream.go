@@ -88,20 +88,10 @@ func pathStreamServer(dir string) (socket string, opts []server.ServerOption, er
 	return socket, opts, nil
 }
 
-// dialPathStream connects to GoBGP's socket once GoBGP, which listens in a
-// goroutine of its own, has created it.
+// dialPathStream makes the client of GoBGP's socket. It connects when
+// first used (waiting for GoBGP, which listens in a goroutine of its own;
+// a failed listen reaches fatal through GoBGP's logger).
 func dialPathStream(socket string) (*pathStream, error) {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		fi, err := os.Lstat(socket)
-		if err == nil && fi.Mode()&os.ModeSocket != 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("GoBGP did not create its API socket %s", socket)
-		}
-		time.Sleep(time.Millisecond)
-	}
 	conn, err := grpc.NewClient("unix://"+socket,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		// The socket is local: a lost connection is worth retrying at once,

@@ -182,7 +182,17 @@ func (c *Cluster) Same(o *Cluster) bool {
 	return c.Synced == o.Synced && c.NodeName == o.NodeName &&
 		slices.EqualFunc(c.Nodes, o.Nodes, func(a, b Node) bool { return a.Same(&b) }) &&
 		(c.Self == nil) == (o.Self == nil) && c.BGP.Same(o.BGP) && c.IPMasq.Same(o.IPMasq) &&
-		slices.EqualFunc(c.Services, o.Services, func(a, b Service) bool { return a.Same(&b) })
+		sameServices(c.Services, o.Services)
+}
+
+// sameServices is true at once for one slice in two snapshots (the watch
+// reuses its last read until a Service changes), so a Node heartbeat does
+// not compare 10,000 Services.
+func sameServices(a, b []Service) bool {
+	if len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0]) {
+		return true
+	}
+	return slices.EqualFunc(a, b, func(x, y Service) bool { return x.Same(&y) })
 }
 
 // Same reports whether two Services are the same for the planners.

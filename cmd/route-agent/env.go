@@ -22,8 +22,9 @@ func envName(flag string) string {
 func flagsFromEnv(fs *pflag.FlagSet) error {
 	var err error
 	fs.VisitAll(func(f *pflag.Flag) {
-		// cobra's own flags are commands, not settings: ROUTE_AGENT_VERSION
-		// in a pod's env must not turn the agent into a version printer.
+		// cobra's own flags are commands, not settings: a ROUTE_AGENT_VERSION
+		// in a pod's env (an image tag, say) is no bool and must not fail
+		// the start.
 		if f.Name == "help" || f.Name == "version" {
 			return
 		}
