@@ -70,7 +70,6 @@ func (l *Lab) startKubeProxy(ctx context.Context, n *Node) error {
 	if err != nil {
 		return err
 	}
-	n.kubeProxy = p
 	client := &http.Client{Transport: &http.Transport{DialContext: nsDialer(n.NS)}, Timeout: 2 * time.Second}
 	return WaitFor(ctx, time.Minute, "kube-proxy on "+n.Name+" to sync", func() error {
 		if p.exited() {

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -470,19 +469,6 @@ func (l *Lab) StopAgent(n *Node, grace time.Duration) error {
 // Metrics fetches n's agent's /metrics from inside n's namespace, as a
 // Prometheus on the node network would.
 func (l *Lab) Metrics(ctx context.Context, n *Node) (string, error) {
-	c := &http.Client{Transport: &http.Transport{DialContext: nsDialer(n.NS)}, Timeout: 10 * time.Second}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(n.IP.String(), "9955")+"/metrics", nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return "", fmt.Errorf("metrics of %s: %w", n.Name, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("metrics of %s: %s: %s", n.Name, resp.Status, b)
-	}
+	b, err := l.AgentGet(ctx, n, "http://"+net.JoinHostPort(n.IP.String(), "9955")+"/metrics", 10*time.Second)
 	return string(b), err
 }

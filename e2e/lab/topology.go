@@ -50,7 +50,6 @@ type Node struct {
 	// (tests that switch modes).
 	AgentArgs []string
 	agent     *proc
-	kubeProxy *proc
 
 	// CNIConfDir is the node's CNI config directory (its /etc/cni/net.d),
 	// the agent's --cni-conf-dir; pods are made from the conflist the

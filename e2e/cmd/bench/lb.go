@@ -745,12 +745,9 @@ func transient(err error) bool {
 }
 
 // milestone is a message of the agent's log whose time tells where a
-// figure's time went: the first line of msg logged after a moment (the
-// last with last), holding has when set.
-type milestone struct {
-	label, msg, has string
-	last            bool
-}
+// figure's time went: the first line of msg logged after a moment,
+// holding has when set.
+type milestone struct{ label, msg, has string }
 
 // agentTimeline reads the agent's log for milestones logged after since
 // and says when each came, relative to since.
@@ -771,7 +768,7 @@ func agentTimeline(log string, since time.Time, marks []milestone) string {
 			if !strings.Contains(line, `msg="`+m.msg+`"`) || !strings.Contains(line, m.has) {
 				continue
 			}
-			if at[i].IsZero() || m.last {
+			if at[i].IsZero() {
 				at[i] = t
 			}
 		}

@@ -145,6 +145,10 @@ func run(ctx context.Context) (rows []row, err error) {
 		}
 		rows = append(rows, r...)
 	}
+	// Here, not only deferred: a failed cleanup must reach the result.
+	if e.lb != nil {
+		closeLB()
+	}
 	order := []string{"P1", "P1w", "P1d", "P2", "P2b", "P3", "P6", "P7", "P7b", "P7c", "P8", "P9", "A", "T1", "T2", "M1", "M2", "M3", "M4"}
 	slices.SortStableFunc(rows, func(a, b row) int { return slices.Index(order, a.id) - slices.Index(order, b.id) })
 	return rows, errors.Join(errs...)

@@ -153,12 +153,12 @@ func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 // memory, from its metrics: what of the anonymous memory is live heap, and
 // what is heap the runtime holds but has not given back.
 func goMemory(ctx context.Context, e *env) string {
-	b, err := e.l.AgentGet(ctx, e.node, "http://127.0.0.1:9955/metrics", 10*time.Second)
+	text, err := e.l.Metrics(ctx, e.node)
 	if err != nil {
 		return fmt.Sprintf("Go runtime: %v", err)
 	}
 	v := map[string]float64{}
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range strings.Split(text, "\n") {
 		f := strings.Fields(line)
 		if len(f) == 2 && strings.HasPrefix(f[0], "go_memstats_") {
 			v[f[0]], _ = strconv.ParseFloat(f[1], 64)
