@@ -112,13 +112,31 @@ func setEndpoint(ctx context.Context, t *testing.T, l *lab.Lab, name string, p *
 	}
 }
 
+// restartOnCleanup starts n's agent again when the test ends, if the test
+// left it dead, and waits for its session, so the next test finds the lab
+// whole.
+func restartOnCleanup(t *testing.T, l *lab.Lab, n *lab.Node) {
+	t.Cleanup(func() {
+		if l.AgentRunning(n) {
+			return
+		}
+		ctx := context.Background()
+		if err := l.StartAgent(ctx, n); err != nil {
+			t.Errorf("restarting %s's agent: %v", n.Name, err)
+			return
+		}
+		if err := l.WaitEstablished(ctx, n, n.Router, settle); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
 // waitHops waits until r's valid paths to prefix have exactly the next
-// hops want (none: withdrawn) and returns how long that took.
-func waitHops(ctx context.Context, t *testing.T, r *lab.Router, prefix string, want ...string) time.Duration {
+// hops want (none: withdrawn).
+func waitHops(ctx context.Context, t *testing.T, r *lab.Router, prefix string, want ...string) {
 	t.Helper()
 	slices.Sort(want)
-	start := time.Now()
-	err := lab.WaitFor(ctx, 30*time.Second, fmt.Sprintf("%s's paths to %s", r.Name, prefix), func() error {
+	err := lab.WaitFor(ctx, settle, fmt.Sprintf("%s's paths to %s", r.Name, prefix), func() error {
 		got, err := nextHops(ctx, r, prefix)
 		if err != nil {
 			return err
@@ -131,7 +149,6 @@ func waitHops(ctx context.Context, t *testing.T, r *lab.Router, prefix string, w
 	if err != nil {
 		t.Fatal(err)
 	}
-	return time.Since(start)
 }
 
 // requestFromOutside sends an echo request from the outside host to
@@ -140,8 +157,8 @@ func waitHops(ctx context.Context, t *testing.T, r *lab.Router, prefix string, w
 func requestFromOutside(ctx context.Context, t *testing.T, l *lab.Lab, target netip.AddrPort, p *lab.Pod) []netip.AddrPort {
 	t.Helper()
 	mark := echoMark(l, p)
-	// The first SYN may race the ToR's FIB update; retry briefly.
-	err := lab.WaitFor(ctx, 10*time.Second, "an echo from the outside to "+target.String(), func() error {
+	// The first SYN may race the ToR's FIB update; retry.
+	err := lab.WaitFor(ctx, settle, "an echo from the outside to "+target.String(), func() error {
 		return lab.EchoAt(ctx, l.Outside, target, "tcp")
 	})
 	if err != nil {
@@ -243,7 +260,7 @@ func TestLoadBalancerClusterAndSharedAddress(t *testing.T) {
 	// keeps the older path or, for paths of the same second, the lower
 	// router ID, tor83's 10.4.83.1; then it has nothing to send tor83.
 	waitHops(ctx, t, tor94, prefix, a.IP.String(), b.IP.String(), tor83.LinkAddr.Addr().String())
-	err := lab.WaitFor(ctx, 30*time.Second, fmt.Sprintf("%s's paths to %s", tor83.Name, prefix), func() error {
+	err := lab.WaitFor(ctx, settle, fmt.Sprintf("%s's paths to %s", tor83.Name, prefix), func() error {
 		got, err := nextHops(ctx, tor83, prefix)
 		if err != nil {
 			return err
@@ -305,7 +322,7 @@ func TestLoadBalancerPoolExhausted(t *testing.T) {
 	}
 	lbService(ctx, t, l, "lb-tiny-2", corev1.ServiceExternalTrafficPolicyCluster, 8007, pool)
 	var msg string
-	err := lab.WaitFor(ctx, 30*time.Second, "a Warning Event on default/lb-tiny-2", func() error {
+	err := lab.WaitFor(ctx, settle, "a Warning Event on default/lb-tiny-2", func() error {
 		evs, err := l.Kube.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=lb-tiny-2"})
 		if err != nil {
 			return err
@@ -331,7 +348,7 @@ func TestLoadBalancerPoolExhausted(t *testing.T) {
 	if err := l.Kube.CoreV1().Services("default").Delete(ctx, "lb-tiny-1", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if ip := lbAddress(ctx, t, l, "lb-tiny-2", 30*time.Second); ip.String() != tiny {
+	if ip := lbAddress(ctx, t, l, "lb-tiny-2", settle); ip.String() != tiny {
 		t.Errorf("after lb-tiny-1 went, default/lb-tiny-2 got %s, want %s", ip, tiny)
 	}
 }
@@ -366,19 +383,7 @@ func TestLoadBalancerLeaderKilled(t *testing.T) {
 	if err := l.KillAgent(leader); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if l.AgentRunning(leader) {
-			return
-		}
-		ctx := context.Background()
-		if err := l.StartAgent(ctx, leader); err != nil {
-			t.Errorf("restarting %s's agent: %v", leader.Name, err)
-			return
-		}
-		if err := l.WaitEstablished(ctx, leader, leader.Router, settle); err != nil {
-			t.Error(err)
-		}
-	})
+	restartOnCleanup(t, l, leader)
 	killed := time.Now()
 	lbService(ctx, t, l, "lb-after", corev1.ServiceExternalTrafficPolicyCluster, lab.EchoPort, nil)
 	// The Lease lasts 15 s; the new leader re-reads every assignment first.
@@ -413,11 +418,7 @@ func TestGracefulRestartForgetsWhatWentWhileDown(t *testing.T) {
 	if err := l.KillAgent(a); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if !l.AgentRunning(a) {
-			_ = l.StartAgent(context.Background(), a)
-		}
-	})
+	restartOnCleanup(t, l, a)
 	for _, p := range []string{prefix, a.PodCIDR.String()} {
 		if err := waitStale(ctx, a.Router, p, true); err != nil {
 			t.Fatal(err)
