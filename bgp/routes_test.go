@@ -3,7 +3,6 @@ package bgp
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -82,11 +81,7 @@ func TestSpeakerRoutesAttributes(t *testing.T) {
 		t.Skip("runs real BGP sessions over loopback")
 	}
 	// GoBGP keys peers by address, so the second router is 127.0.0.2.
-	if l, err := net.Listen("tcp", "127.0.0.2:0"); err != nil {
-		t.Skipf("127.0.0.2 is not usable on this host: %v", err)
-	} else {
-		l.Close()
-	}
+	needLoopback2(t)
 	ctx := t.Context()
 	start := time.Now()
 	ebgp := startRouter(t, "ebgp", "127.0.0.1", "10.0.0.254", routerASN, speakerASN)

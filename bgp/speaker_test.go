@@ -412,11 +412,7 @@ func TestSpeaker(t *testing.T) {
 	}
 	// 127.0.0.2 is used for the second router: GoBGP keys peers by
 	// address, so two routers cannot both be 127.0.0.1.
-	if l, err := net.Listen("tcp", "127.0.0.2:0"); err != nil {
-		t.Skipf("127.0.0.2 is not usable on this host: %v", err)
-	} else {
-		l.Close()
-	}
+	needLoopback2(t)
 
 	ctx := t.Context()
 	r1 := startRouter(t, "router1", "127.0.0.1", "10.0.0.254", routerASN, speakerASN)
@@ -947,11 +943,7 @@ func TestSpeakerPasswordFromSecret(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs real BGP sessions over loopback")
 	}
-	if l, err := net.Listen("tcp", "127.0.0.2:0"); err != nil {
-		t.Skipf("127.0.0.2 is not usable on this host: %v", err)
-	} else {
-		l.Close()
-	}
+	needLoopback2(t)
 	ctx := t.Context()
 	const wrongKey, firstKey, secondKey = "not-the-key-7d1", "first-key-93a", "second-key-5c2"
 	r1 := startRouter(t, "router1", "127.0.0.1", "10.0.0.254", routerASN, speakerASN)
@@ -1057,11 +1049,7 @@ func TestSpeakerDualStackSession(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs real BGP sessions over loopback")
 	}
-	if l, err := net.Listen("tcp", "127.0.0.2:0"); err != nil {
-		t.Skipf("127.0.0.2 is not usable on this host: %v", err)
-	} else {
-		l.Close()
-	}
+	needLoopback2(t)
 	ctx := t.Context()
 	// router1 takes both families, router2 IPv4 only.
 	r1 := startRouter(t, "router1", "127.0.0.1", "10.0.0.254", routerASN, speakerASN)
@@ -1150,4 +1138,15 @@ func newTestSpeaker(t testing.TB, log *slog.Logger) *Speaker {
 		t.Fatalf("NewSpeaker: %v", err)
 	}
 	return sp
+}
+
+// needLoopback2 skips the test where 127.0.0.2 cannot be bound: a second
+// router needs it, GoBGP keying peers by address.
+func needLoopback2(t testing.TB) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Skipf("127.0.0.2 is not usable on this host: %v", err)
+	}
+	l.Close()
 }

@@ -94,6 +94,11 @@ func TestWatchSecrets(t *testing.T) {
 	if _, err := secrets.Update(ctx, secretObj("kube-system", "bgp-tor83", map[string]string{"password": "k1", "username": "v"}), metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	select {
+	case s := <-ch:
+		t.Errorf("a section was published for a key the agent does not read: %+v", s)
+	case <-time.After(200 * time.Millisecond):
+	}
 	if _, err := secrets.Update(ctx, secretObj("kube-system", "bgp-tor83", map[string]string{"password": "k2"}), metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
