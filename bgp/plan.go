@@ -93,6 +93,12 @@ func NewCommunities(cs ...bgpconfig.Community) Communities {
 	for _, c := range cs {
 		vals = append(vals, uint32(c.ASN)<<16|uint32(c.Value))
 	}
+	return canonicalValues(vals)
+}
+
+// canonicalValues returns the canonical set of 32-bit community values. It
+// sorts vals in place.
+func canonicalValues(vals []uint32) Communities {
 	slices.Sort(vals)
 	vals = slices.Compact(vals)
 	parts := make([]string, len(vals))

@@ -138,12 +138,7 @@ func canonicalCommunities(cs []string) []string {
 	if len(cs) == 0 {
 		return nil
 	}
-	vals := Communities(strings.Join(cs, " ")).Values()
-	parsed := make([]bgpconfig.Community, 0, len(vals))
-	for _, v := range vals {
-		parsed = append(parsed, bgpconfig.Community{ASN: uint16(v >> 16), Value: uint16(v)})
-	}
-	return strings.Fields(string(NewCommunities(parsed...)))
+	return strings.Fields(string(canonicalValues(Communities(strings.Join(cs, " ")).Values())))
 }
 
 // largeCommunities returns cs as "A:B:C", sorted numerically, without
