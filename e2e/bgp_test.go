@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -14,9 +15,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 
 	"routeagent.io/route-agent/e2e/lab"
 )
@@ -923,42 +922,9 @@ func TestRoutectlShowsCommunitiesAndLocalPref(t *testing.T) {
 
 	// A Service with a ready endpoint and the Cluster policy: every node
 	// advertises its address.
-	svcs, eps := l.Kube.CoreV1().Services("default"), l.Kube.DiscoveryV1().EndpointSlices("default")
-	svc, err := svcs.Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "lb-attrs"},
-		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer,
-			Ports: []corev1.ServicePort{{Name: "echo", Protocol: corev1.ProtocolTCP, Port: 7}}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = svcs.Delete(context.Background(), svc.Name, metav1.DeleteOptions{}) })
-	_, err = eps.Create(ctx, &discoveryv1.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Name: "lb-attrs-1", Labels: map[string]string{discoveryv1.LabelServiceName: svc.Name}},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{podOf(t, l, ibgpNode).IP.String()}, NodeName: ptr.To(ibgpNode.Name),
-			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
-		Ports: []discoveryv1.EndpointPort{{Name: ptr.To("echo"), Port: ptr.To(int32(7)), Protocol: ptr.To(corev1.ProtocolTCP)}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = eps.Delete(context.Background(), "lb-attrs-1", metav1.DeleteOptions{}) })
-	var prefix string
-	err = lab.WaitFor(ctx, time.Minute, "an address for default/lb-attrs", func() error {
-		got, err := svcs.Get(ctx, svc.Name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		if len(got.Status.LoadBalancer.Ingress) == 0 {
-			return errors.New("no ingress yet")
-		}
-		prefix = got.Status.LoadBalancer.Ingress[0].IP + "/32"
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	lbService(ctx, t, l, "lb-attrs", corev1.ServiceExternalTrafficPolicyCluster, lab.EchoPort, nil)
+	setEndpoint(ctx, t, l, "lb-attrs", podOf(t, l, ibgpNode))
+	prefix := netip.PrefixFrom(lbAddress(ctx, t, l, "lb-attrs", time.Minute), 32).String()
 
 	wantComms := []string{"64512:100", "64512:300"}
 	for _, n := range []*lab.Node{ibgpNode, ebgpNode} {
@@ -1000,7 +966,7 @@ func TestRoutectlShowsCommunitiesAndLocalPref(t *testing.T) {
 	t.Logf("routectl bgp routes advertised on %s:\n%s", ibgpNode.Name, out)
 
 	// Gone again before the next test.
-	if err := svcs.Delete(ctx, svc.Name, metav1.DeleteOptions{}); err != nil {
+	if err := l.Kube.CoreV1().Services("default").Delete(ctx, "lb-attrs", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range l.Nodes {

@@ -310,11 +310,7 @@ func TestLoadBalancerPoolExhausted(t *testing.T) {
 	if _, err := l.ApplyBGPConfig(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if _, err := l.ApplyBGPConfig(context.Background(), lab.BGPConfig); err != nil {
-			t.Errorf("restoring the lab's bgp-config: %v", err)
-		}
-	})
+	restoreConfigAfter(t, l)
 	pool := map[string]string{"metallb.universe.tf/address-pool": "tiny"}
 	lbService(ctx, t, l, "lb-tiny-1", corev1.ServiceExternalTrafficPolicyCluster, lab.EchoPort, pool)
 	if ip := lbAddress(ctx, t, l, "lb-tiny-1", time.Minute); ip.String() != tiny {
